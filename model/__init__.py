@@ -1,0 +1,1 @@
+"""The change model: network, training, evaluation, export and classical baselines (no Beam graph)."""

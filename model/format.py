@@ -1,0 +1,199 @@
+"""The model directory: the one format the sweep, training and evaluation agree on.
+
+    MODEL_DIR/
+      metadata.json   what the model reads (bands, chip size) and how to threshold it
+      transform_fn/   the tf.Transform statistics it was trained with
+      saved_model/    signatures `normalized(before, after)` over z-scored chips and
+                      `serving_default(before, after)` over raw pixels (transform embedded)
+
+Both signatures take float32 `[batch, S, S, C]` captures and return
+`{"change_prob": float32 [batch, S, S]}`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from typing import Any, Callable
+
+import tensorflow as tf
+
+FORMAT = "changesweep.model/v1"
+KINDS = ("learned", "cva", "irmad", "unsupervised")
+METADATA_FILE = "metadata.json"
+TRANSFORM_DIR = "transform_fn"
+SAVED_MODEL_DIR = "saved_model"
+OUTPUT_KEY = "change_prob"
+NORMALIZED_SIGNATURE = "normalized"
+_REQUIRED = {"format": str, "model_id": str, "version": str, "kind": str, "bands": list,
+             "chip_size": int, "threshold": (int, float)}
+
+
+class ModelDirError(ValueError):
+  """A model directory is missing, incomplete or not of this format."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+  """The validated metadata of a model directory.
+
+  Attributes:
+    path: the directory.
+    model_id: a stable name, written into every output row.
+    version: the model's version, written into every output row.
+    kind: one of `KINDS`.
+    bands: band names in the order the network reads them.
+    chip_size: the side of the square chips it takes.
+    threshold: probability above which a pixel counts as changed.
+    raw: the whole metadata dictionary.
+  """
+  path: str
+  model_id: str
+  version: str
+  kind: str
+  bands: tuple[str, ...]
+  chip_size: int
+  threshold: float
+  raw: dict
+
+  @property
+  def saved_model_dir(self) -> str:
+    return os.path.join(self.path, SAVED_MODEL_DIR)
+
+  @property
+  def transform_dir(self) -> str:
+    return os.path.join(self.path, TRANSFORM_DIR)
+
+
+def validate_metadata(meta: Any, where: str = "metadata.json") -> None:
+  """Raises ModelDirError naming the first field that is missing or wrong."""
+  if not isinstance(meta, dict):
+    raise ModelDirError(f"{where}: expected a JSON object, got {type(meta).__name__}")
+  for key, kind in _REQUIRED.items():
+    if key not in meta:
+      raise ModelDirError(f"{where}: missing field {key!r}")
+    if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+      raise ModelDirError(f"{where}: field {key!r} has the wrong type ({meta[key]!r})")
+  if meta["format"] != FORMAT:
+    raise ModelDirError(f"{where}: format {meta['format']!r} is not {FORMAT!r}")
+  if meta["kind"] not in KINDS:
+    raise ModelDirError(f"{where}: kind {meta['kind']!r} is not one of {KINDS}")
+  if not meta["bands"] or not all(isinstance(b, str) and b for b in meta["bands"]):
+    raise ModelDirError(f"{where}: bands must be a non-empty list of band names")
+  if not 8 <= meta["chip_size"] <= 4096:
+    raise ModelDirError(f"{where}: chip_size {meta['chip_size']} is outside 8..4096")
+  if not 0.0 <= float(meta["threshold"]) <= 1.0:
+    raise ModelDirError(f"{where}: threshold {meta['threshold']} is outside 0..1")
+
+
+def read_model_info(path: str) -> ModelInfo:
+  """Reads and validates a model directory's metadata without loading TensorFlow graphs.
+
+  Raises:
+    ModelDirError: the directory or one of its parts is missing, or the metadata is invalid.
+  """
+  if not os.path.isdir(path):
+    raise ModelDirError(f"model directory {path!r} does not exist")
+  meta_path = os.path.join(path, METADATA_FILE)
+  try:
+    with open(meta_path) as f:
+      meta = json.load(f)
+  except FileNotFoundError:
+    raise ModelDirError(f"{path!r} is not a changesweep model: no {METADATA_FILE}") from None
+  except json.JSONDecodeError as e:
+    raise ModelDirError(f"{meta_path}: not valid JSON ({e})") from None
+  validate_metadata(meta, meta_path)
+  for part in (SAVED_MODEL_DIR, TRANSFORM_DIR):
+    if not os.path.isdir(os.path.join(path, part)):
+      raise ModelDirError(f"{path!r} is incomplete: no {part}/ directory")
+  return ModelInfo(path=path, model_id=meta["model_id"], version=meta["version"],
+                   kind=meta["kind"], bands=tuple(meta["bands"]), chip_size=meta["chip_size"],
+                   threshold=float(meta["threshold"]), raw=meta)
+
+
+def load_saved_model(info: ModelInfo):
+  """Loads the SavedModel of a validated model directory."""
+  return tf.saved_model.load(info.saved_model_dir)
+
+
+def _as_callable(network) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+  """Keras models take `[before, after]`; plain callables take `(before, after)`."""
+  try:
+    import keras
+    if isinstance(network, keras.Model):
+      return lambda before, after: network([before, after], training=False)
+  except ImportError:  # pragma: no cover - keras ships with TensorFlow
+    pass
+  return network
+
+
+class _ChangeModule(tf.Module):
+  """The exported module: the network with and without its embedded tf.Transform."""
+
+  def __init__(self, network, transform_dir: str, chip_size: int, num_bands: int):
+    super().__init__(name="changesweep_model")
+    from transforms.preprocessing import load_normalizer
+
+    self.network = network
+    call = _as_callable(network)
+    self._normalise = load_normalizer(transform_dir)
+    self.tft_layer = self._normalise.layer
+    spec = tf.TensorSpec([None, chip_size, chip_size, num_bands], tf.float32)
+
+    def probabilities(before, after):
+      prob = tf.convert_to_tensor(call(before, after))
+      if prob.shape.rank == 4:
+        prob = prob[..., 0]
+      return {OUTPUT_KEY: tf.cast(prob, tf.float32)}
+
+    @tf.function(input_signature=[spec, spec])
+    def normalized(before, after):
+      return probabilities(before, after)
+
+    @tf.function(input_signature=[spec, spec])
+    def serving_default(before, after):
+      finite = tf.logical_and(tf.math.is_finite(before), tf.math.is_finite(after))
+      valid = tf.cast(tf.reduce_all(finite, axis=-1), tf.float32)
+      before = tf.where(finite, before, tf.zeros_like(before))
+      after = tf.where(finite, after, tf.zeros_like(after))
+      before_n, after_n = self._normalise(before, after, valid)
+      out = probabilities(before_n, after_n)
+      return {OUTPUT_KEY: out[OUTPUT_KEY] * valid}
+
+    self.normalized = normalized
+    self.serving_default = serving_default
+
+
+def export_model_dir(out_dir: str, network, transform_dir: str, metadata: dict) -> ModelInfo:
+  """Writes a complete model directory and returns its validated info.
+
+  Args:
+    out_dir: the directory to create (replaced if it exists).
+    network: a Keras model taking `[before, after]`, or a callable `(before, after)`, on
+      z-scored `[b, S, S, C]` chips, returning change probabilities `[b, S, S]` (or `[..., 1]`).
+    transform_dir: the tf.Transform output the network was trained with; copied in.
+    metadata: the metadata fields (`format` is filled in).
+  """
+  from transforms.preprocessing import transform_dir_shape
+
+  metadata = {"format": FORMAT, **metadata}
+  validate_metadata(metadata, "metadata")
+  num_bands, chip_size = transform_dir_shape(transform_dir)
+  if num_bands != len(metadata["bands"]) or chip_size != metadata["chip_size"]:
+    raise ModelDirError(
+        f"transform_fn is for {num_bands} bands and {chip_size}px chips, but the metadata says "
+        f"{len(metadata['bands'])} bands ({metadata['bands']}) and {metadata['chip_size']}px")
+  if os.path.exists(out_dir):
+    shutil.rmtree(out_dir)
+  os.makedirs(out_dir)
+  shutil.copytree(transform_dir, os.path.join(out_dir, TRANSFORM_DIR))
+  module = _ChangeModule(network, os.path.join(out_dir, TRANSFORM_DIR), chip_size, num_bands)
+  tf.saved_model.save(module, os.path.join(out_dir, SAVED_MODEL_DIR), signatures={
+      "serving_default": module.serving_default,
+      NORMALIZED_SIGNATURE: module.normalized,
+  })
+  with open(os.path.join(out_dir, METADATA_FILE), "w") as f:
+    json.dump(metadata, f, indent=2, sort_keys=True)
+    f.write("\n")
+  return read_model_info(out_dir)

@@ -1,0 +1,75 @@
+"""Writes the labelled-pair manifests of the OSCD dataset (RGB renderings).
+
+Paths in the manifests are relative to the data root that holds `oscd/` (in this repository
+`../shared/data`), so the files carry no machine paths; pass that root as `--data_root` to
+`changesweep train` / `changesweep evaluate`.
+
+OSCD: Daudt, Le Saux, Boulch, Gousseau, "Urban Change Detection for Multispectral Earth
+Observation Using Convolutional Neural Networks", IGARSS 2018. Contains modified Copernicus
+Sentinel data [2015-2018].
+
+Usage:
+  python -m model.make_oscd_manifests --data_root ../shared/data --out model/manifests
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+
+# Train masks are cm.tif with 1 = no change, 2 = change; test masks cm.png with 0 / 255.
+SPLITS = {
+    "train": ("cm.tif", 2, 1),
+    "test": ("cm.png", 255, 0),
+}
+
+
+def manifest_rows(data_root: str, split: str) -> list[dict[str, str]]:
+  """Rows of one split's manifest, paths relative to `data_root`.
+
+  Raises:
+    FileNotFoundError: If the split folder or a city's files are missing.
+  """
+  mask_name, change, nochange = SPLITS[split]
+  base = os.path.join(data_root, "oscd", split)
+  if not os.path.isdir(base):
+    raise FileNotFoundError(f"no OSCD {split} folder at {base}")
+  rows = []
+  for city in sorted(os.listdir(base)):
+    folder = os.path.join(base, city)
+    if not os.path.isdir(folder):
+      continue
+    rel = f"oscd/{split}/{city}"
+    for name in ("img1.png", "img2.png", mask_name):
+      if not os.path.exists(os.path.join(folder, name)):
+        raise FileNotFoundError(f"{os.path.join(folder, name)} is missing")
+    rows.append({"pair_id": city, "before": f"{rel}/img1.png", "after": f"{rel}/img2.png",
+                 "mask": f"{rel}/{mask_name}", "change_value": str(change),
+                 "nochange_value": str(nochange)})
+  if not rows:
+    raise FileNotFoundError(f"no cities under {base}")
+  return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--data_root", default="../shared/data",
+                      help="directory holding oscd/ (default: ../shared/data)")
+  parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "manifests"))
+  args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+  os.makedirs(args.out, exist_ok=True)
+  for split in SPLITS:
+    rows = manifest_rows(args.data_root, split)
+    path = os.path.join(args.out, f"oscd_{split}.csv")
+    with open(path, "w", newline="") as f:
+      writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+      writer.writeheader()
+      writer.writerows(rows)
+    print(f"wrote {path}: {len(rows)} pairs")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,107 @@
+"""Read each pair in fixed-size chips with rasterio windows: memory follows the chip, not the scene."""
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+import apache_beam as beam
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from pipeline.elements import DeadLetter, Pair
+from pipeline.metrics import inc_counter, timer_msec
+from pipeline.rasters import WindowReader
+from transforms import preprocessing, tiling
+
+STAGE = "chips"
+_RETRIES = 3
+
+
+class ChipFailure(NamedTuple):
+  """A chip that could not be read; its whole pair is then dead-lettered."""
+  pair_id: str
+  chip_index: int
+  reason: str
+
+
+def chip_key(pair_id: str, index: int) -> str:
+  return f"{pair_id}/{index}"
+
+
+def split_chip_key(key: bytes | str) -> tuple[str, int]:
+  text = key.decode() if isinstance(key, bytes) else key
+  pair_id, index = text.rsplit("/", 1)
+  return pair_id, int(index)
+
+
+def plan_chips(pair: Pair, chip_size: int, overlap: int) -> list[tuple[Pair, tiling.Chip]]:
+  """The chips of a pair (pure)."""
+  return [(pair, c) for c in tiling.chip_grid(pair.after.height, pair.after.width, chip_size,
+                                              overlap)]
+
+
+def window_bytes(pair: Pair, chip: tiling.Chip) -> int:
+  """Bytes of raster data a chip reads from storage (both captures, uncompressed)."""
+  itemsize = {"uint8": 1, "int16": 2, "uint16": 2}.get
+  return chip.height * chip.width * (len(pair.before_bands) * (itemsize(pair.before.dtype) or 4)
+                                     + len(pair.after_bands) * (itemsize(pair.after.dtype) or 4))
+
+
+def read_chip(reader: WindowReader, pair: Pair, chip: tiling.Chip, chip_size: int) -> dict:
+  """Reads one chip of both captures into a tf.Transform instance, padded to `chip_size`."""
+  window = Window(chip.col, chip.row, chip.width, chip.height)
+  before, valid_b = reader.read(pair.before.uris, pair.before_bands, window, pair.before.nodata)
+  after, valid_a = reader.read(pair.after.uris, pair.after_bands, window, pair.after.nodata)
+  valid = valid_b & valid_a
+  before = np.where(valid[..., None], before, 0.0)
+  after = np.where(valid[..., None], after, 0.0)
+  return preprocessing.make_instance(
+      chip_key(pair.pair_id, chip.index), tiling.pad_chip(before, chip_size),
+      tiling.pad_chip(after, chip_size), tiling.pad_chip(valid.astype(np.float32), chip_size))
+
+
+class ReadChips(beam.DoFn):
+  """`(Pair, Chip)` -> tf.Transform instance; failures -> tagged `ChipFailure`.
+
+  Transient read errors are retried with backoff; a chip that still fails marks its pair.
+  """
+
+  def __init__(self, chip_size: int, count_metrics: bool = True):
+    self.chip_size = chip_size
+    self.count_metrics = count_metrics
+
+  def setup(self):
+    self.reader = WindowReader()
+
+  def process(self, element):
+    pair, chip = element
+    for attempt in range(_RETRIES):
+      try:
+        with timer_msec(STAGE, "read_msec"):
+          instance = read_chip(self.reader, pair, chip, self.chip_size)
+        break
+      except (rasterio.errors.RasterioIOError, OSError) as e:
+        error = e
+        self.reader.close()
+        if attempt + 1 < _RETRIES and "truncated" not in str(e).lower():
+          time.sleep(0.2 * 2 ** attempt)
+          continue
+        yield beam.pvalue.TaggedOutput("failed", ChipFailure(
+            pair.pair_id, chip.index, f"reading chip {chip.index} failed: "
+            f"{str(error).splitlines()[0][:300]}"))
+        return
+    if self.count_metrics:
+      inc_counter(STAGE, "chips_read")
+      inc_counter(STAGE, "bytes_read", window_bytes(pair, chip))
+    yield instance
+
+  def teardown(self):
+    self.reader.close()
+
+
+def failure_dead_letter(pair: Pair, failures: list[ChipFailure]) -> DeadLetter:
+  first = sorted(failures)[0]
+  return DeadLetter(f"{pair.before.uri};{pair.after.uri}", STAGE,
+                    f"{first.reason} ({len(failures)} chip(s) failed)", pair.location,
+                    pair.pair_id)

@@ -1,0 +1,98 @@
+"""Typed, immutable elements that flow through the sweep (metadata only; pixels stay in files)."""
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import NamedTuple
+
+
+class SceneRef(NamedTuple):
+  """One capture of one location: where its bands live and the grid they sit on.
+
+  Attributes:
+    location: the location id (from the layout template or the manifest).
+    captured_at: capture time, ISO 8601.
+    uris: one multi-band file, or one file per band (then `band_names` gives their order).
+    band_names: a name per band (None where the file does not name it).
+    height, width: pixel grid size.
+    dtype: the raster's data type.
+    crs: the CRS as WKT ("" when the raster is not georeferenced).
+    transform: the affine geotransform (a, b, c, d, e, f).
+    nodata: the nodata value, if any.
+    size_bytes: bytes on storage, all files together.
+  """
+  location: str
+  captured_at: str
+  uris: tuple[str, ...]
+  band_names: tuple[str | None, ...]
+  height: int
+  width: int
+  dtype: str
+  crs: str
+  transform: tuple[float, ...]
+  nodata: float | None
+  size_bytes: int
+
+  @property
+  def uri(self) -> str:
+    """A single string naming the capture (files joined with ';')."""
+    return ";".join(self.uris)
+
+  @property
+  def count(self) -> int:
+    return len(self.band_names)
+
+
+class Pair(NamedTuple):
+  """Two consecutive captures of one location, and the bands of each that the model reads.
+
+  Attributes:
+    pair_id: deterministic id: the same captures always give the same id.
+    before, after: the two captures, `before` earlier.
+    before_bands, after_bands: 0-based band positions to read, in model order.
+  """
+  pair_id: str
+  before: SceneRef
+  after: SceneRef
+  before_bands: tuple[int, ...]
+  after_bands: tuple[int, ...]
+
+  @property
+  def location(self) -> str:
+    return self.after.location
+
+
+class DeadLetter(NamedTuple):
+  """An input the sweep could not use, and why.
+
+  Attributes:
+    uri: the file(s) at fault (';'-joined).
+    stage: where it was rejected (listing, metadata, pairing, chips, scoring).
+    reason: a sentence a person can act on.
+    location: the location id, when known.
+    pair_id: the pair id, when the rejection concerns a pair.
+  """
+  uri: str
+  stage: str
+  reason: str
+  location: str | None = None
+  pair_id: str | None = None
+
+  def to_row(self) -> dict:
+    return self._asdict()
+
+
+def make_pair_id(before: SceneRef, after: SceneRef) -> str:
+  """A stable id from the location, both times and both uris."""
+  text = "\x1f".join([after.location, before.captured_at, after.captured_at, before.uri,
+                      after.uri])
+  return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(text: str) -> str:
+  """A file-name-safe form of an archive-supplied name: it can never leave its folder."""
+  name = _UNSAFE.sub("_", text).strip("._") or "_"
+  return name[:100]

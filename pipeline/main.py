@@ -1,0 +1,148 @@
+"""`changesweep sweep`: parse options, check inputs before any work, run the graph, summarise."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from model.format import ModelDirError, read_model_info
+from pipeline import metrics, sinks
+from pipeline.layout import Layout
+from pipeline.options import SweepOptions
+from pipeline.sweep import SweepConfig, build_sweep, default_run_id
+
+log = logging.getLogger("changesweep")
+
+
+class UsageError(ValueError):
+  """A problem with the command line or its inputs, reported before any work starts."""
+
+
+def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
+  """Builds the validated sweep config and the Beam options from the command line.
+
+  Raises:
+    UsageError: naming the option or file at fault.
+  """
+  options = PipelineOptions(argv)
+  opts = options.view_as(SweepOptions)
+  unknown = [a for a in options.get_all_options(retain_unknown_options=True)
+             if a not in options.get_all_options()]
+  if unknown:
+    raise UsageError(f"unknown option(s): {', '.join(unknown)}; see changesweep sweep --help")
+  if not opts.output:
+    raise UsageError("--output is required: the folder that receives rows, maps and schemas")
+  if bool(opts.input) == bool(opts.manifest):
+    raise UsageError("give exactly one of --input ARCHIVE_ROOT or --manifest FILE")
+  try:
+    Layout.parse(opts.layout)
+  except ValueError as e:
+    raise UsageError(f"--layout: {e}") from None
+  try:
+    info = read_model_info(opts.model)
+  except ModelDirError as e:
+    raise UsageError(f"--model: {e}") from None
+  bands = tuple(b.strip() for b in opts.bands.split(",")) if opts.bands else info.bands
+  if not options.view_as(StandardOptions).runner:
+    # The plain DirectRunner would try to download a Prism binary first.
+    options.view_as(StandardOptions).runner = "FnApiRunner"
+  try:
+    cfg = SweepConfig(
+        output=opts.output.rstrip("/"), model=info, bands=bands, input=opts.input,
+        manifest=opts.manifest, layout=opts.layout, statistics=opts.statistics,
+        chip_overlap=opts.chip_overlap, batch_size=opts.batch_size,
+        model_copies=opts.model_copies, num_shards=opts.num_shards,
+        max_regions=opts.max_regions, min_region_pixels=opts.min_region_pixels,
+        write_maps=not opts.no_maps, run_id=opts.run_id or default_run_id())
+  except ValueError as e:
+    raise UsageError(str(e)) from None
+  return cfg, options
+
+
+def check_inputs(cfg: SweepConfig) -> None:
+  """Fails early and clearly when the archive or manifest matches nothing."""
+  if cfg.input and "://" not in cfg.input and not os.path.isdir(cfg.input):
+    raise UsageError(f"--input {cfg.input!r} is not a folder")
+  pattern = cfg.manifest or f"{cfg.input}/{Layout.parse(cfg.layout).glob}"
+  try:
+    found = FileSystems.match([pattern])[0].metadata_list
+  except Exception as e:  # Beam raises BeamIOError for a missing bucket or folder
+    raise UsageError(f"cannot list {pattern!r}: {e}") from None
+  if not found:
+    what = "--manifest" if cfg.manifest else f"--input with --layout {cfg.layout!r}"
+    raise UsageError(f"the archive is empty: no file matches {pattern!r} ({what})")
+
+
+def summarize_run(cfg: SweepConfig, counters: dict, top: int = 5) -> dict:
+  pairs = sinks.read_jsonl_rows(cfg.output, "pairs")
+  dead = sinks.read_jsonl_rows(cfg.output, "dead_letter")
+  firsts = sinks.read_jsonl_rows(cfg.output, "first_captures")
+  ranked = sorted(pairs, key=lambda r: -(r["change_score"] or 0))
+  return {
+      "run_id": cfg.run_id, "output": cfg.output, "archive": cfg.input or cfg.manifest,
+      "model": {"id": cfg.model.model_id, "version": cfg.model.version,
+                "path": cfg.model.path, "bands": list(cfg.bands)},
+      "statistics": cfg.statistics,
+      "counts": {"locations": len({r["location"] for r in pairs} | {r["location"] for r in firsts}),
+                 "pairs": len(pairs), "first_captures": len(firsts), "dead_letters": len(dead),
+                 "chips": sum(r["num_chips"] for r in pairs)},
+      "top_changes": [{k: r[k] for k in ("location", "before_captured_at", "after_captured_at",
+                                         "change_score", "changed_fraction", "change_map_uri")}
+                      for r in ranked[:top]],
+      "metrics": counters,
+  }
+
+
+def print_summary(summary: dict, stream=sys.stdout) -> None:
+  c = summary["counts"]
+  print(f"\nchangesweep: run {summary['run_id']} -> {summary['output']}", file=stream)
+  print(f"  model {summary['model']['id']} v{summary['model']['version']} on bands "
+        f"{','.join(summary['model']['bands'])}, {summary['statistics']} statistics", file=stream)
+  print(f"  {c['locations']} locations, {c['pairs']} pairs scored ({c['chips']} chips), "
+        f"{c['first_captures']} first captures, {c['dead_letters']} dead letters", file=stream)
+  if summary["top_changes"]:
+    print("  top changes:", file=stream)
+    for r in summary["top_changes"]:
+      print(f"    {r['location']:<16} {r['before_captured_at'][:10]} -> "
+            f"{r['after_captured_at'][:10]}  score {r['change_score']:.3f}  changed "
+            f"{100 * r['changed_fraction']:.1f}%", file=stream)
+  print(f"  rows: {summary['output']}/pairs/ (Parquet + JSONL), BigQuery schemas in "
+        f"{summary['output']}/schema/, dead letters in {summary['output']}/dead_letter/",
+        file=stream)
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
+  """Runs a sweep and returns its summary.
+
+  Raises:
+    UsageError: bad options or inputs, found before the pipeline starts.
+  """
+  cfg, options = parse_args(list(sys.argv[1:] if argv is None else argv))
+  check_inputs(cfg)
+  sinks.write_schemas(cfg.output)
+  temp_dir = options.get_all_options().get("temp_location") or tempfile.mkdtemp(prefix="sweep-")
+  p = test_pipeline or beam.Pipeline(options=options)
+  build_sweep(p, cfg, temp_dir)
+  result = p.run()
+  result.wait_until_finish()
+  summary = summarize_run(cfg, metrics.counters_of(result))
+  with FileSystems.create(FileSystems.join(cfg.output, "run.json")) as f:
+    f.write(json.dumps(summary, indent=2).encode() + b"\n")
+  return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+  try:
+    summary = run(argv)
+  except UsageError as e:
+    print(f"changesweep sweep: error: {e}", file=sys.stderr)
+    return 2
+  print_summary(summary)
+  return 0

@@ -1,0 +1,138 @@
+"""Pair consecutive captures per location: a metadata-only shuffle, never pixels."""
+from __future__ import annotations
+
+import collections
+import math
+from typing import Iterable, NamedTuple
+
+import apache_beam as beam
+
+from pipeline.elements import DeadLetter, Pair, SceneRef, make_pair_id
+from pipeline.listing import CaptureFile
+from pipeline.metrics import inc_counter
+from transforms.bands import BandError, resolve_bands
+
+STAGE = "pairing"
+
+
+class FirstCapture(NamedTuple):
+  """The earliest usable capture of a location: reported, not scored."""
+  location: str
+  captured_at: str
+  uri: str
+
+  def to_row(self) -> dict:
+    return self._asdict()
+
+
+def assemble_captures(location: str, files: Iterable[CaptureFile]
+                      ) -> tuple[list[SceneRef], list[DeadLetter]]:
+  """Joins the files of each capture time into captures (one file, or one file per band).
+
+  Two single-file captures at the same time are a conflict: the first by uri is kept and the
+  others are dead-lettered, so reruns keep the same one.
+  """
+  by_time = collections.defaultdict(list)
+  for f in files:
+    by_time[f.captured_at].append(f)
+  scenes, dead = [], []
+  for captured_at, group in sorted(by_time.items()):
+    group.sort(key=lambda f: (f.band or "", f.uri))
+    banded = [f for f in group if f.band is not None]
+    if banded:
+      names = [f.band for f in banded]
+      dupes = {n for n in names if names.count(n) > 1}
+      if dupes:
+        dead += [DeadLetter(f.uri, STAGE, f"two files give band {f.band!r} of {location} at "
+                            f"{captured_at}", location) for f in banded if f.band in dupes]
+        continue
+      first = banded[0].meta
+      odd = [f for f in banded if (f.meta.height, f.meta.width, f.meta.crs, f.meta.transform)
+             != (first.height, first.width, first.crs, first.transform) or f.meta.count != 1]
+      if odd:
+        uri = ";".join(f.uri for f in banded)
+        dead.append(DeadLetter(uri, STAGE, "band files of one capture must be single-band "
+                               "rasters on the same grid", location))
+        continue
+      scenes.append(SceneRef(location, captured_at, tuple(f.uri for f in banded), tuple(names),
+                             first.height, first.width, first.dtype, first.crs, first.transform,
+                             first.nodata, sum(max(f.size_bytes, 0) for f in banded)))
+      continue
+    keep, *others = group
+    dead += [DeadLetter(f.uri, STAGE, f"same location and capture time as {keep.uri} "
+                        f"({captured_at}); kept that one", location) for f in others]
+    m = keep.meta
+    scenes.append(SceneRef(location, captured_at, (keep.uri,), m.descriptions, m.height, m.width,
+                           m.dtype, m.crs, m.transform, m.nodata, max(keep.size_bytes, 0)))
+  return scenes, dead
+
+
+def grid_mismatch(a: SceneRef, b: SceneRef, bands_a: tuple, bands_b: tuple) -> str | None:
+  """Why two captures cannot be compared pixel for pixel, or None if they can."""
+  if (a.height, a.width) != (b.height, b.width):
+    return f"shape {b.height}x{b.width} differs from the previous capture's {a.height}x{a.width}"
+  if a.crs != b.crs:
+    return "CRS differs from the previous capture's"
+  if not all(math.isclose(x, y, rel_tol=0, abs_tol=1e-6 * max(1.0, abs(x)))
+             for x, y in zip(a.transform, b.transform)):
+    return f"geotransform {b.transform} differs from the previous capture's {a.transform}"
+  if len(bands_a) != len(bands_b):
+    return f"band count {len(bands_b)} differs from the previous capture's {len(bands_a)}"
+  return None
+
+
+def pair_series(location: str, files: Iterable[CaptureFile], bands: tuple[str, ...]
+                ) -> Iterable[Pair | FirstCapture | DeadLetter]:
+  """Consecutive pairs of one location's captures, sorted by time.
+
+  Every capture ends up in exactly one place: the first usable one as a `FirstCapture`, each
+  later one as the `after` of a `Pair`, or as a `DeadLetter` with the reason. A capture whose
+  bands cannot feed the model is skipped, so the next capture pairs with the last usable one.
+  """
+  scenes, dead = assemble_captures(location, files)
+  yield from dead
+  previous, previous_bands = None, None
+  for scene in scenes:
+    try:
+      scene_bands = tuple(resolve_bands(bands, scene.band_names))
+    except BandError as e:
+      yield DeadLetter(scene.uri, STAGE, str(e), location)
+      continue
+    if previous is None:
+      yield FirstCapture(location, scene.captured_at, scene.uri)
+    else:
+      why = grid_mismatch(previous, scene, previous_bands, scene_bands)
+      pair_id = make_pair_id(previous, scene)
+      if why:
+        yield DeadLetter(scene.uri, STAGE, f"not comparable with {previous.uri}: {why}",
+                         location, pair_id)
+      else:
+        yield Pair(pair_id, previous, scene, previous_bands, scene_bands)
+    previous, previous_bands = scene, scene_bands
+
+
+class PairConsecutive(beam.PTransform):
+  """`CaptureFile`s -> `(pairs, first_captures, dead_letters)` by grouping on location."""
+
+  def __init__(self, bands: tuple[str, ...]):
+    super().__init__()
+    if not bands:
+      raise ValueError("the model's input bands must be known to pair captures")
+    self.bands = tuple(bands)
+
+  def expand(self, files):
+    bands = self.bands
+
+    def pair(location, group):
+      for out in pair_series(location, group, bands):
+        kind = type(out).__name__
+        inc_counter(STAGE, {"Pair": "pairs_emitted", "FirstCapture": "first_captures",
+                            "DeadLetter": "captures_rejected"}[kind])
+        yield beam.pvalue.TaggedOutput(kind, out)
+
+    out = (files
+           | "KeyByLocation" >> beam.Map(lambda f: (f.location, f))
+           | "GroupByLocation" >> beam.GroupByKey()
+           | "PairSeries" >> beam.FlatMapTuple(pair).with_outputs(
+               "Pair", "FirstCapture", "DeadLetter"))
+    return out.Pair, out.FirstCapture, out.DeadLetter

@@ -1,0 +1,118 @@
+"""Raster access for local paths and any Beam filesystem (gs://), metadata and windows."""
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+import rasterio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+
+SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+def _beam_opener(path: str, mode: str = "rb"):
+  return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def open_raster(uri: str):
+  """Opens a raster for reading; remote uris go through Beam's FileSystems."""
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+    if "://" in uri and not uri.startswith("file://"):
+      return rasterio.open(uri, opener=_beam_opener)
+    return rasterio.open(uri.removeprefix("file://"))
+
+
+class FileMeta(NamedTuple):
+  """Header facts of one raster file."""
+  height: int
+  width: int
+  count: int
+  dtype: str
+  crs: str
+  transform: tuple[float, ...]
+  nodata: float | None
+  descriptions: tuple[str | None, ...]
+
+
+class RasterError(ValueError):
+  """A file is not a raster the sweep can read."""
+
+
+def read_meta(uri: str) -> FileMeta:
+  """Reads a raster's header (no pixels).
+
+  Raises:
+    RasterError: the file is empty, not a raster, or of an unsupported data type.
+  """
+  try:
+    with open_raster(uri) as src:
+      dtypes = set(src.dtypes)
+      meta = FileMeta(src.height, src.width, src.count, src.dtypes[0],
+                      src.crs.to_wkt() if src.crs else "", tuple(src.transform)[:6],
+                      None if src.nodata is None or math.isnan(src.nodata) else float(src.nodata),
+                      tuple(src.descriptions))
+  except rasterio.errors.RasterioIOError as e:
+    raise RasterError(f"not a readable raster ({str(e).splitlines()[0][:200]})") from None
+  if len(dtypes) > 1:
+    raise RasterError(f"bands have different data types {sorted(dtypes)}")
+  if meta.dtype not in SUPPORTED_DTYPES:
+    raise RasterError(f"data type {meta.dtype} is not supported (use one of {SUPPORTED_DTYPES})")
+  if meta.height < 1 or meta.width < 1 or meta.count < 1:
+    raise RasterError("raster has no pixels")
+  return meta
+
+
+class WindowReader:
+  """Reads windows of several rasters, keeping recently used files open.
+
+  One reader lives in a DoFn (made in `setup`, closed in `teardown`), so a chip costs a window
+  read, not a file open.
+  """
+
+  def __init__(self, max_open: int = 16):
+    self._open: dict[str, rasterio.DatasetReader] = {}
+    self._stack = contextlib.ExitStack()
+    self._max_open = max_open
+
+  def _get(self, uri: str):
+    src = self._open.pop(uri, None)
+    if src is None:
+      if len(self._open) >= self._max_open:
+        oldest = next(iter(self._open))
+        self._open.pop(oldest).close()
+      src = open_raster(uri)
+    self._open[uri] = src  # most recent last
+    return src
+
+  def read(self, uris: tuple[str, ...], bands: tuple[int, ...], window: Window,
+           nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Reads `bands` (0-based, over the capture's band list) in `window`.
+
+    Returns:
+      `([h, w, C] float32 pixels, [h, w] bool validity)`; invalid where any band is masked
+      (nodata, alpha or internal mask) or not finite.
+    """
+    planes, valid = [], None
+    for band in bands:
+      uri, index = (uris[band], 1) if len(uris) > 1 else (uris[0], band + 1)
+      src = self._get(uri)
+      data = src.read(index, window=window, out_dtype="float32")
+      mask = src.read_masks(index, window=window) > 0
+      if nodata is not None:
+        mask &= data != nodata
+      mask &= np.isfinite(data)
+      valid = mask if valid is None else valid & mask
+      planes.append(data)
+    return np.stack(planes, axis=-1), valid
+
+  def close(self) -> None:
+    for src in self._open.values():
+      src.close()
+    self._open.clear()

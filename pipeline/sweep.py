@@ -1,0 +1,203 @@
+"""The sweep graph: list -> pair -> chips -> tf.Transform -> RunInference -> rows and maps."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from model.format import ModelInfo
+from pipeline import aggregate
+from pipeline.chips import ChipFailure, ReadChips, failure_dead_letter, plan_chips, split_chip_key
+from pipeline.elements import DeadLetter, Pair, safe_name
+from pipeline.listing import ListCaptures
+from pipeline.metrics import inc_counter
+from pipeline.pairing import PairConsecutive
+from pipeline.scoring import ScoreChips, make_model_handler
+from pipeline.sinks import WriteTable
+from transforms import preprocessing
+
+STAGE = "aggregate"
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+  """Everything the graph needs, validated before any work starts.
+
+  Attributes:
+    output: output folder (local or gs://).
+    model: the validated model directory.
+    bands: bands fed to the model, in its order.
+    input, manifest, layout: where and how to list captures.
+    statistics: "archive" or "model" normalisation statistics.
+    chip_overlap, batch_size, model_copies: chip and inference settings.
+    num_shards, max_regions, min_region_pixels, write_maps, run_id: output settings.
+  """
+  output: str
+  model: ModelInfo
+  bands: tuple[str, ...]
+  input: str | None = None
+  manifest: str | None = None
+  layout: str = "{location}/{date}.tif"
+  statistics: str = "archive"
+  chip_overlap: int = 16
+  batch_size: int = 8
+  model_copies: int | None = None
+  num_shards: int = 1
+  max_regions: int = 20
+  min_region_pixels: int = 4
+  write_maps: bool = True
+  run_id: str = "sweep"
+
+  def __post_init__(self):
+    if self.statistics not in ("archive", "model"):
+      raise ValueError(f"statistics must be 'archive' or 'model', got {self.statistics!r}")
+    if not 0 <= self.chip_overlap < self.chip_size // 2:
+      raise ValueError(f"chip_overlap {self.chip_overlap} must be in 0..{self.chip_size // 2 - 1}")
+    if self.batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+    if len(self.bands) != len(self.model.bands):
+      raise ValueError(f"the model reads {len(self.model.bands)} bands {list(self.model.bands)}"
+                       f", but --bands gives {len(self.bands)}: {list(self.bands)}")
+
+  @property
+  def chip_size(self) -> int:
+    return self.model.chip_size
+
+
+def map_path(output: str, pair: Pair) -> str:
+  """Where a pair's change map goes: always under `output`, whatever the location id says."""
+  return FileSystems.join(output, "maps", safe_name(pair.location), f"{pair.pair_id}.tif")
+
+
+class AggregatePair(beam.DoFn):
+  """Joined `(pair, chip scores, failures)` -> pair row, chip rows, change map, or dead letter."""
+
+  def __init__(self, cfg: SweepConfig):
+    self.cfg = cfg
+
+  def process(self, element):
+    pair_id, joined = element
+    pairs = list(joined["pair"])
+    if not pairs:  # chips of a pair that was never planned cannot happen; guard anyway
+      return
+    pair = pairs[0]
+    failures = list(joined["failed"])
+    if failures:
+      yield beam.pvalue.TaggedOutput("dead", failure_dead_letter(pair, failures))
+      return
+    cfg = self.cfg
+    try:
+      prob, valid, placed = aggregate.stitch(pair, joined["chips"], cfg.chip_size,
+                                             cfg.chip_overlap)
+    except ValueError as e:
+      yield beam.pvalue.TaggedOutput("dead", DeadLetter(
+          f"{pair.before.uri};{pair.after.uri}", STAGE, str(e), pair.location, pair_id))
+      return
+    if not valid.any():
+      inc_counter(STAGE, "pairs_without_valid_pixels")
+      yield beam.pvalue.TaggedOutput("dead", DeadLetter(
+          f"{pair.before.uri};{pair.after.uri}", STAGE,
+          "no pixel is valid in both captures (all nodata, masked or not finite)",
+          pair.location, pair_id))
+      return
+    threshold = cfg.model.threshold
+    run = {"model_id": cfg.model.model_id, "model_version": cfg.model.version,
+           "run_id": cfg.run_id}
+    date = pair.after.captured_at[:10]
+    for chip, _ in sorted(placed, key=lambda cs: cs[0].index):
+      core = (slice(chip.core_row0, chip.core_row1), slice(chip.core_col0, chip.core_col1))
+      yield beam.pvalue.TaggedOutput("chips", {
+          "pair_id": pair_id, "location": pair.location, "capture_date": date,
+          "chip_index": chip.index, "row0": chip.core_row0, "col0": chip.core_col0,
+          "row1": chip.core_row1, "col1": chip.core_col1,
+          **aggregate.summarize(prob[core], valid[core], threshold), **run})
+    map_uri = None
+    if cfg.write_maps:
+      map_uri = map_path(cfg.output, pair)
+      aggregate.write_change_map(map_uri, pair, prob, valid)
+      inc_counter(STAGE, "maps_written")
+    crs = None
+    if pair.after.crs:
+      import rasterio
+
+      c = rasterio.crs.CRS.from_wkt(pair.after.crs)
+      crs = c.to_string() if c.to_epsg() else pair.after.crs
+    inc_counter(STAGE, "pairs_scored")
+    yield {
+        "pair_id": pair_id, "location": pair.location, "capture_date": date,
+        "before_captured_at": pair.before.captured_at,
+        "after_captured_at": pair.after.captured_at,
+        "before_uri": pair.before.uri, "after_uri": pair.after.uri,
+        "height": pair.after.height, "width": pair.after.width, "crs": crs,
+        **aggregate.summarize(prob, valid, threshold), "threshold": threshold,
+        "num_chips": len(placed),
+        "regions": aggregate.change_regions(
+            prob, valid, threshold, pair.after.transform if pair.after.crs else None,
+            cfg.max_regions, cfg.min_region_pixels),
+        "change_map_uri": map_uri, **run}
+
+
+def _inference_failures(failed):
+  batch, error = failed
+  for key, _ in batch:
+    pair_id, index = split_chip_key(key)
+    yield pair_id, ChipFailure(pair_id, index, f"inference failed: {str(error)[:300]}")
+
+
+def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
+  """Adds the sweep to `p`. Returns the output PCollections by table name."""
+  import tensorflow_transform.beam as tft_beam
+  from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+  size, nbands = cfg.chip_size, len(cfg.bands)
+  raw_metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(
+      preprocessing.raw_feature_spec(nbands, size)))
+  with tft_beam.Context(temp_dir=temp_dir):
+    files, dead_listing = p | "ListCaptures" >> ListCaptures(cfg.input, cfg.layout, cfg.manifest)
+    pairs, firsts, dead_pairing = files | "PairConsecutive" >> PairConsecutive(cfg.bands)
+    tasks = (pairs
+             | "PlanChips" >> beam.FlatMap(plan_chips, size, cfg.chip_overlap)
+             | "ReshuffleChips" >> beam.Reshuffle())
+    if cfg.statistics == "archive":
+      sample = tasks | "ReadChips[Statistics]" >> beam.ParDo(
+          ReadChips(size, count_metrics=False)).with_outputs("failed", main="chips")
+      transform_fn = ((sample.chips, raw_metadata) | "ComputeStatistics" >>
+                      tft_beam.AnalyzeDataset(preprocessing.make_preprocessing_fn(nbands, size)))
+      _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
+          FileSystems.join(cfg.output, "transform_fn"))
+    else:
+      transform_fn = p | "ReadModelStatistics" >> tft_beam.ReadTransformFn(
+          cfg.model.transform_dir)
+    chips = tasks | "ReadChips[Score]" >> beam.ParDo(ReadChips(size)).with_outputs(
+        "failed", main="chips")
+    handler = make_model_handler(cfg.model.saved_model_dir, cfg.batch_size,
+                                 model_copies=cfg.model_copies)
+    scores, dlq = chips.chips | "ScoreChips" >> ScoreChips(transform_fn, raw_metadata, handler,
+                                                           nbands, size)
+    failures = ((chips.failed | "KeyReadFailures" >> beam.Map(lambda f: (f.pair_id, f)),
+                 dlq.failed_inferences | "KeyInferenceFailures" >> beam.FlatMap(
+                     _inference_failures))
+                | "FlattenFailures" >> beam.Flatten())
+    joined = ({"pair": pairs | "KeyPairs" >> beam.Map(lambda pr: (pr.pair_id, pr)),
+               "chips": scores, "failed": failures}
+              | "JoinChipsToPairs" >> beam.CoGroupByKey())
+    rows = joined | "AggregatePairs" >> beam.ParDo(AggregatePair(cfg)).with_outputs(
+        "chips", "dead", main="pairs")
+  run_id = cfg.run_id
+  dead = ((dead_listing, dead_pairing, rows.dead)
+          | "FlattenDeadLetters" >> beam.Flatten()
+          | "DeadLetterRows" >> beam.Map(lambda d: {**d.to_row(), "run_id": run_id}))
+  _ = dead | "CountDeadLetters" >> beam.Map(lambda _: inc_counter("dead_letter", "records"))
+  first_rows = firsts | "FirstCaptureRows" >> beam.Map(lambda f: {**f.to_row(), "run_id": run_id})
+  out = {"pairs": rows.pairs, "chips": rows.chips, "first_captures": first_rows,
+         "dead_letter": dead}
+  for table, pcoll in out.items():
+    pcoll | f"Write[{table}]" >> WriteTable(cfg.output, table, cfg.num_shards,
+                                            parquet=table in ("pairs", "chips"))
+  return out
+
+
+def default_run_id() -> str:
+  return "sweep-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

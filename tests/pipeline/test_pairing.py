@@ -1,0 +1,98 @@
+import random
+
+import pytest
+
+from pipeline.elements import DeadLetter, Pair
+from pipeline.listing import CaptureFile
+from pipeline.pairing import FirstCapture, pair_series
+from pipeline.rasters import FileMeta
+
+META = FileMeta(10, 12, 4, "uint16", "WKT", (10.0, 0.0, 0.0, 0.0, -10.0, 0.0), None,
+                ("B02", "B03", "B04", "B08"))
+BANDS = ("B04", "B03", "B02")
+
+
+def capture(date, uri=None, meta=META, band=None, location="loc"):
+  return CaptureFile(location, f"{date}T00:00:00", band, uri or f"/a/{location}/{date}.tif", 1, meta)
+
+
+def split(outputs):
+  outputs = list(outputs)
+  return ([o for o in outputs if isinstance(o, Pair)],
+          [o for o in outputs if isinstance(o, FirstCapture)],
+          [o for o in outputs if isinstance(o, DeadLetter)])
+
+
+def test_single_capture_is_a_first_capture_not_dropped():
+  pairs, firsts, dead = split(pair_series("loc", [capture("2020-01-01")], BANDS))
+  assert (pairs, dead) == ([], [])
+  assert firsts == [FirstCapture("loc", "2020-01-01T00:00:00", "/a/loc/2020-01-01.tif")]
+
+
+def test_two_captures_make_one_pair_with_band_positions():
+  pairs, firsts, _ = split(pair_series("loc", [capture("2020-02-01"), capture("2020-01-01")], BANDS))
+  assert len(pairs) == 1 and len(firsts) == 1
+  assert pairs[0].before.captured_at < pairs[0].after.captured_at
+  assert pairs[0].before_bands == (2, 1, 0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_many_captures_pair_consecutively_whatever_the_listing_order(seed):
+  dates = [f"2020-{m:02d}-01" for m in range(1, 13)]
+  files = [capture(d) for d in dates]
+  random.Random(seed).shuffle(files)
+  pairs, firsts, dead = split(pair_series("loc", files, BANDS))
+  assert [(p.before.captured_at[:10], p.after.captured_at[:10]) for p in pairs] == list(
+      zip(dates, dates[1:]))
+  assert len(firsts) == 1 and not dead
+  assert len({p.pair_id for p in pairs}) == len(pairs)
+
+
+def test_pair_ids_are_deterministic():
+  files = [capture("2020-01-01"), capture("2020-02-01")]
+  a, _, _ = split(pair_series("loc", files, BANDS))
+  b, _, _ = split(pair_series("loc", list(reversed(files)), BANDS))
+  assert a[0].pair_id == b[0].pair_id
+
+
+def test_tie_in_time_keeps_one_and_dead_letters_the_other():
+  files = [capture("2020-01-01", "/a/loc/b.tif"), capture("2020-01-01", "/a/loc/a.tif"),
+           capture("2020-02-01")]
+  pairs, firsts, dead = split(pair_series("loc", files, BANDS))
+  assert firsts[0].uri == "/a/loc/a.tif"
+  assert len(pairs) == 1 and pairs[0].before.uri == "/a/loc/a.tif"
+  assert len(dead) == 1 and dead[0].uri == "/a/loc/b.tif" and "same location and capture time" in dead[0].reason
+
+
+def test_grid_mismatch_dead_letters_the_pair_and_the_series_goes_on():
+  other = META._replace(height=11)
+  files = [capture("2020-01-01"), capture("2020-02-01", meta=other), capture("2020-03-01", meta=other)]
+  pairs, firsts, dead = split(pair_series("loc", files, BANDS))
+  assert len(dead) == 1 and "shape 11x12" in dead[0].reason and dead[0].pair_id
+  assert [(p.before.captured_at[:7], p.after.captured_at[:7]) for p in pairs] == [("2020-02", "2020-03")]
+
+
+def test_capture_without_the_model_bands_is_skipped_and_next_pairs_with_last_usable():
+  rgb_less = META._replace(count=2, descriptions=("B08", "B11"))
+  files = [capture("2020-01-01"), capture("2020-02-01", meta=rgb_less), capture("2020-03-01")]
+  pairs, _, dead = split(pair_series("loc", files, BANDS))
+  assert "absent" in dead[0].reason
+  assert [(p.before.captured_at[:7], p.after.captured_at[:7]) for p in pairs] == [("2020-01", "2020-03")]
+
+
+def test_one_file_per_band_makes_one_capture():
+  single = META._replace(count=1, descriptions=(None,))
+  files = [capture(d, f"/a/loc/{d}_{b}.tif", single, band=b)
+           for d in ("2020-01-01", "2020-02-01") for b in ("B02", "B03", "B04")]
+  pairs, firsts, dead = split(pair_series("loc", files, BANDS))
+  assert not dead and len(pairs) == 1
+  assert pairs[0].after.band_names == ("B02", "B03", "B04")
+  assert pairs[0].after_bands == (2, 1, 0)
+
+
+def test_every_capture_is_accounted_for_exactly_once():
+  files = [capture(f"2020-{m:02d}-01") for m in range(1, 8)]
+  files.append(capture("2020-03-01", "/a/loc/dupe.tif"))
+  pairs, firsts, dead = split(pair_series("loc", files, BANDS))
+  accounted = [f.uri for f in firsts] + [p.after.uri for p in pairs] + [d.uri for d in dead]
+  assert sorted(accounted) == sorted(f.uri for f in files)

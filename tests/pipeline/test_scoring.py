@@ -1,0 +1,81 @@
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from model.format import ModelDirError, export_model_dir, read_model_info
+from pipeline.scoring import PROB_SCALE, make_model_handler, to_chip_score
+from transforms import preprocessing as pp
+
+SIZE, BANDS = 16, 2
+
+
+class MeanDiff(tf.Module):
+  """A tiny 'model': change probability rises with the mean band difference."""
+
+  def __call__(self, before, after):
+    return tf.sigmoid(4.0 * tf.reduce_mean(after - before, axis=-1))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+  rng = np.random.default_rng(1)
+  inst = [pp.make_instance(str(i), rng.normal(0, 1, (SIZE, SIZE, BANDS)),
+                           rng.normal(0, 1, (SIZE, SIZE, BANDS)), np.ones((SIZE, SIZE)))
+          for i in range(3)]
+  tdir = pp.analyze_to_dir(inst, BANDS, SIZE, str(tmp_path_factory.mktemp("t")))
+  out = str(tmp_path_factory.mktemp("m") / "tiny")
+  info = export_model_dir(out, MeanDiff(), tdir, {
+      "model_id": "tiny", "version": "0", "kind": "cva", "bands": ["B1", "B2"],
+      "chip_size": SIZE, "threshold": 0.5})
+  return info
+
+
+def chip(before, after, valid):
+  return np.concatenate([np.full((SIZE, SIZE, BANDS), before, np.float32),
+                         np.full((SIZE, SIZE, BANDS), after, np.float32),
+                         np.full((SIZE, SIZE, 1), valid, np.float32)], axis=-1)
+
+
+def test_handler_scores_a_batch_and_zeroes_invalid_pixels(tiny_model):
+  handler = make_model_handler(tiny_model.saved_model_dir, batch_size=4)
+  model = handler.load_model()
+  results = list(handler.run_inference(
+      [("p/0", chip(0, 1, 1)), ("p/1", chip(0, 0, 1)), ("p/2", chip(0, 1, 0))], model))
+  probs = {k: r.inference[..., 0].mean() for k, r in results}
+  assert probs["p/0"] == pytest.approx(1 / (1 + np.exp(-4)), rel=1e-5)
+  assert probs["p/1"] == pytest.approx(0.5, rel=1e-5)
+  assert probs["p/2"] == 0.0
+
+
+def test_run_inference_in_a_pipeline_gives_chip_scores(tiny_model):
+  handler = make_model_handler(tiny_model.saved_model_dir, batch_size=2)
+  with TestPipeline(runner="FnApiRunner") as p:
+    out = (p | beam.Create([("pairA/0", chip(0, 2, 1)), ("pairA/1", chip(0, -2, 1)),
+                            ("pairB/0", chip(1, 1, 1))])
+           | RunInference(handler)
+           | beam.Map(to_chip_score)
+           | beam.MapTuple(lambda pid, s: (pid, s.chip_index, int(s.prob.max()))))
+    assert_that(out, equal_to([("pairA", 0, round(PROB_SCALE / (1 + np.exp(-8)))),
+                               ("pairA", 1, round(PROB_SCALE / (1 + np.exp(8)))),
+                               ("pairB", 0, PROB_SCALE // 2)]))
+
+
+def test_serving_signature_over_raw_pixels_embeds_the_transform(tiny_model):
+  loaded = tf.saved_model.load(tiny_model.saved_model_dir)
+  raw = np.zeros((1, SIZE, SIZE, BANDS), np.float32)
+  prob = loaded.signatures["serving_default"](before=raw, after=raw)["change_prob"]
+  assert prob.shape == (1, SIZE, SIZE)
+  assert np.allclose(prob.numpy(), 0.5)
+
+
+def test_model_directory_is_validated(tiny_model, tmp_path):
+  assert read_model_info(tiny_model.path).model_id == "tiny"
+  with pytest.raises(ModelDirError, match="does not exist"):
+    read_model_info(str(tmp_path / "nope"))
+  (tmp_path / "metadata.json").write_text('{"format": "x"}')
+  with pytest.raises(ModelDirError, match="missing field"):
+    read_model_info(str(tmp_path))

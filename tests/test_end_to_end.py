@@ -1,0 +1,141 @@
+"""Whole sweeps on the in-process runner: the real sample archive and generated odd archives."""
+import glob
+import json
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import rasterio
+
+from pipeline import main as sweep_main
+from pipeline import schemas
+from pipeline.sinks import read_jsonl_rows
+from tests.conftest import CVA_MODEL, SAMPLE_ARCHIVE, SAMPLE_LABELS
+from tests.rasters import scene, write_raster, write_series
+
+
+def sweep(out, *args):
+  return sweep_main.run(["--output", str(out), "--model", CVA_MODEL, "--run_id", "test", *args])
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+  out = tmp_path_factory.mktemp("sample")
+  summary = sweep(out, "--input", SAMPLE_ARCHIVE, "--num_shards", "2")
+  return out, summary
+
+
+def test_sample_archive_gives_one_row_per_consecutive_pair(sample_run):
+  out, summary = sample_run
+  dates = {loc: sorted(os.listdir(os.path.join(SAMPLE_ARCHIVE, loc)))
+           for loc in os.listdir(SAMPLE_ARCHIVE)}
+  expected = {(loc, d[i][:10], d[i + 1][:10]) for loc, d in dates.items() for i in range(len(d) - 1)}
+  rows = read_jsonl_rows(str(out), "pairs")
+  assert {(r["location"], r["before_captured_at"][:10], r["after_captured_at"][:10])
+          for r in rows} == expected
+  assert len(rows) == len(expected)
+  assert summary["counts"] == {"locations": 4, "pairs": 4, "first_captures": 4,
+                               "dead_letters": 0, "chips": 16}
+  for r in rows:
+    schemas.check_row(r, schemas.PAIRS)
+    assert r["crs"].startswith("EPSG:") and r["model_id"] == "cva-s2" and r["run_id"] == "test"
+    assert 0 < r["changed_fraction"] < 0.5 and r["regions"]
+
+
+def test_parquet_holds_the_same_rows_as_jsonl_and_schemas_sit_beside_them(sample_run):
+  out, _ = sample_run
+  for table in ("pairs", "chips"):
+    assert len(glob.glob(f"{out}/{table}/{table}-*-of-00002.parquet")) == 2
+    parquet = pq.ParquetDataset(glob.glob(f"{out}/{table}/*.parquet")).read().to_pylist()
+    jsonl = read_jsonl_rows(str(out), table)
+    key = lambda r: (r["pair_id"], r.get("chip_index", -1))
+    assert sorted(map(key, parquet)) == sorted(map(key, jsonl))
+    with open(f"{out}/schema/{table}.json") as f:
+      bq = json.load(f)
+    assert [f["name"] for f in bq] == [f.name for f in schemas.TABLES[table]]
+    assert set(jsonl[0]) == {f["name"] for f in bq}
+  pairs = read_jsonl_rows(str(out), "pairs")
+  chips = read_jsonl_rows(str(out), "chips")
+  assert len(chips) == sum(r["num_chips"] for r in pairs)
+
+
+def test_change_maps_are_georeferenced_and_find_the_labelled_change(sample_run):
+  out, _ = sample_run
+  for r in read_jsonl_rows(str(out), "pairs"):
+    with rasterio.open(r["after_uri"]) as src, rasterio.open(r["change_map_uri"]) as cm:
+      assert (cm.crs, cm.transform, cm.shape) == (src.crs, src.transform, src.shape)
+      prob = cm.read(1).astype(float) * cm.scales[0]
+    with rasterio.open(os.path.join(SAMPLE_LABELS, f"{r['location']}.png")) as lab:
+      changed = lab.read(1) == 255
+    # CVA is a weak detector, but labelled change must stand out from the rest of the scene.
+    assert prob[changed].mean() > 2 * prob[~changed].mean(), r["location"]
+
+
+def test_odd_archive_long_series_single_capture_and_bad_files(tmp_path):
+  archive = tmp_path / "archive"
+  dates = ["2020-01-05", "2020-02-04", "2020-03-05", "2020-04-04", "2020-05-04"]
+  write_series(str(archive), "farm", dates, change_at=3)
+  write_series(str(archive), "lonely", ["2020-01-01"], seed=3)
+  write_series(str(archive), "regrid", ["2020-01-01"], seed=4)
+  write_raster(str(archive / "regrid" / "2020-02-01.tif"), scene(5, 70, 80),
+               descriptions=("B02", "B03", "B04", "B08"))
+  (archive / "farm" / "2020-06-01.tif").write_bytes(b"")  # zero bytes
+  (archive / "farm" / "notes.tif").write_text("not a raster, nor a date")
+  (archive / "labels").mkdir()
+  (archive / "labels" / "farm.png").write_bytes(b"\x89PNG")  # not the layout's shape: ignored
+  out = tmp_path / "out"
+  summary = sweep(out, "--input", str(archive), "--chip_overlap", "8")
+  pairs = read_jsonl_rows(str(out), "pairs")
+  dead = read_jsonl_rows(str(out), "dead_letter")
+  firsts = read_jsonl_rows(str(out), "first_captures")
+  assert sorted(r["after_captured_at"][:10] for r in pairs) == dates[1:]
+  assert {r["location"] for r in firsts} == {"farm", "lonely", "regrid"}
+  reasons = {os.path.basename(d["uri"]): (d["stage"], d["reason"]) for d in dead}
+  assert reasons["2020-06-01.tif"][0] == "metadata"
+  assert reasons["notes.tif"] == ("listing", "date 'notes' does not parse as ISO 8601 (e.g. 2017-10-30 or 20171030)")
+  assert "shape 70x80" in reasons["2020-02-01.tif"][1]
+  assert summary["counts"]["dead_letters"] == 3
+  top = max(pairs, key=lambda r: r["change_score"])
+  assert top["after_captured_at"].startswith(dates[3])
+  box = top["regions"][0]
+  assert (box["row0"], box["col0"], box["row1"], box["col1"]) == (16, 20, 32, 40)
+  quiet = [r for r in pairs if r is not top]
+  assert all(r["changed_fraction"] < top["changed_fraction"] / 5 for r in quiet)
+
+
+def test_manifest_and_one_file_per_band(tmp_path):
+  archive = tmp_path / "bands"
+  rows = ["location,captured_at,uri,band"]
+  for i, date in enumerate(["20200101", "20200201", "20200301"]):
+    data = scene(7, 40, 40)
+    if i == 2:
+      data[:, :10, :10] = 5000
+    for b, name in enumerate(("B02", "B03", "B04", "B08")):
+      path = write_raster(str(archive / "plot7" / f"{date}_{name}.tif"), data[b:b + 1])
+      rows.append(f"plot7,{date},{os.path.relpath(path, tmp_path)},{name}")
+  (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+  out_m = tmp_path / "out_m"
+  sweep(out_m, "--manifest", str(tmp_path / "manifest.csv"))
+  out_l = tmp_path / "out_l"
+  sweep(out_l, "--input", str(archive), "--layout", "{location}/{date:%Y%m%d}_{band}.tif")
+  by_manifest = read_jsonl_rows(str(out_m), "pairs")
+  by_layout = read_jsonl_rows(str(out_l), "pairs")
+  assert len(by_manifest) == 2
+  assert sorted((r["pair_id"], round(r["change_score"], 6)) for r in by_manifest) == sorted(
+      (r["pair_id"], round(r["change_score"], 6)) for r in by_layout)
+  assert by_manifest[0]["after_uri"].count(";") == 3
+
+
+def test_usage_errors_come_before_any_work(tmp_path, capsys):
+  (tmp_path / "empty").mkdir()
+  code = sweep_main.main(["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o"),
+                          "--model", CVA_MODEL])
+  assert code == 2 and "archive is empty" in capsys.readouterr().err
+  code = sweep_main.main(["--input", SAMPLE_ARCHIVE, "--output", str(tmp_path / "o"),
+                          "--model", str(tmp_path)])
+  assert code == 2 and "--model" in capsys.readouterr().err
+  code = sweep_main.main(["--input", SAMPLE_ARCHIVE, "--output", str(tmp_path / "o"),
+                          "--model", CVA_MODEL, "--bands", "B04,B03"])
+  assert code == 2 and "reads 4 bands" in capsys.readouterr().err
+  assert not (tmp_path / "o").exists()
