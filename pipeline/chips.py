@@ -61,6 +61,14 @@ def read_chip(reader: WindowReader, pair: Pair, chip: tiling.Chip, chip_size: in
       tiling.pad_chip(after, chip_size), tiling.pad_chip(valid.astype(np.float32), chip_size))
 
 
+def is_transient(error: Exception) -> bool:
+  """I/O errors may pass (a flaky network filesystem); decoding errors of a bad file do not."""
+  if not isinstance(error, (rasterio.errors.RasterioIOError, OSError)):
+    return False
+  text = str(error).lower()
+  return not any(w in text for w in ("truncated", "decod", "corrupt", "not recognized"))
+
+
 class ReadChips(beam.DoFn):
   """`(Pair, Chip)` -> tf.Transform instance; failures -> tagged `ChipFailure`.
 
@@ -81,15 +89,15 @@ class ReadChips(beam.DoFn):
         with timer_msec(STAGE, "read_msec"):
           instance = read_chip(self.reader, pair, chip, self.chip_size)
         break
-      except (rasterio.errors.RasterioIOError, OSError) as e:
-        error = e
+      except Exception as e:  # a bad file must cost its pair, never the sweep
         self.reader.close()
-        if attempt + 1 < _RETRIES and "truncated" not in str(e).lower():
+        if is_transient(e) and attempt + 1 < _RETRIES:
+          inc_counter(STAGE, "read_retries")
           time.sleep(0.2 * 2 ** attempt)
           continue
         yield beam.pvalue.TaggedOutput("failed", ChipFailure(
             pair.pair_id, chip.index, f"reading chip {chip.index} failed: "
-            f"{str(error).splitlines()[0][:300]}"))
+            f"{(str(e).splitlines() or [type(e).__name__])[0][:300]}"))
         return
     if self.count_metrics:
       inc_counter(STAGE, "chips_read")
@@ -101,7 +109,12 @@ class ReadChips(beam.DoFn):
 
 
 def failure_dead_letter(pair: Pair, failures: list[ChipFailure]) -> DeadLetter:
+  """One dead letter for a pair with failed chips, filed under its after capture.
+
+  Each capture is accounted for once: as the first capture of its location or as the after
+  capture of one pair; the reason names the pair's before capture too.
+  """
   first = sorted(failures)[0]
-  return DeadLetter(f"{pair.before.uri};{pair.after.uri}", STAGE,
-                    f"{first.reason} ({len(failures)} chip(s) failed)", pair.location,
-                    pair.pair_id)
+  return DeadLetter(pair.after.uri, STAGE,
+                    f"pair with {pair.before.uri}: {first.reason} ({len(failures)} chip(s) failed)",
+                    pair.location, pair.pair_id)

@@ -66,6 +66,7 @@ def parse_manifest(name: str, text: str) -> Iterator[CaptureFile | DeadLetter]:
   else:
     rows = [(n, r) for n, r in enumerate(csv.DictReader(io.StringIO(text)), start=2)]
   for n, row in rows:
+    inc_counter(STAGE, "files_matched")
     where = f"{name}:{n}"
     if isinstance(row, str):
       yield DeadLetter(where, STAGE, row)

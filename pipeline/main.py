@@ -12,7 +12,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from model.format import ModelDirError, read_model_info
-from pipeline import metrics, sinks
+from pipeline import accounting, metrics, sinks
 from pipeline.layout import Layout
 from pipeline.options import SweepOptions
 from pipeline.sweep import SweepConfig, build_sweep, default_run_id
@@ -48,6 +48,10 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
     info = read_model_info(opts.model)
   except ModelDirError as e:
     raise UsageError(f"--model: {e}") from None
+  try:
+    check_model_compatible(info)
+  except ModelDirError as e:
+    raise UsageError(f"--model: {e}") from None
   bands = tuple(b.strip() for b in opts.bands.split(",")) if opts.bands else info.bands
   if not options.view_as(StandardOptions).runner:
     # The plain DirectRunner would try to download a Prism binary first.
@@ -63,6 +67,22 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
   except ValueError as e:
     raise UsageError(str(e)) from None
   return cfg, options
+
+
+def check_model_compatible(info) -> None:
+  """The model's statistics and signatures must fit its metadata, before any work starts."""
+  from transforms.preprocessing import transform_dir_shape
+
+  try:
+    bands, size = transform_dir_shape(info.transform_dir)
+  except Exception as e:  # a damaged transform_fn raises from deep inside TF
+    raise ModelDirError(f"{info.transform_dir} is not a readable tf.Transform output ({e})") from None
+  if (bands, size) != (len(info.bands), info.chip_size):
+    raise ModelDirError(
+        f"{info.path}: transform_fn is for {bands} bands and {size}px chips, but metadata.json "
+        f"says {len(info.bands)} bands and {info.chip_size}px")
+  if not os.path.isfile(os.path.join(info.saved_model_dir, "saved_model.pb")):
+    raise ModelDirError(f"{info.path}: saved_model/ has no saved_model.pb")
 
 
 def check_inputs(cfg: SweepConfig) -> None:
@@ -95,6 +115,7 @@ def summarize_run(cfg: SweepConfig, counters: dict, top: int = 5) -> dict:
       "top_changes": [{k: r[k] for k in ("location", "before_captured_at", "after_captured_at",
                                          "change_score", "changed_fraction", "change_map_uri")}
                       for r in ranked[:top]],
+      "accounting": accounting.account(cfg.output, counters.get("listing/files_matched", 0)),
       "metrics": counters,
   }
 
@@ -106,12 +127,24 @@ def print_summary(summary: dict, stream=sys.stdout) -> None:
         f"{','.join(summary['model']['bands'])}, {summary['statistics']} statistics", file=stream)
   print(f"  {c['locations']} locations, {c['pairs']} pairs scored ({c['chips']} chips), "
         f"{c['first_captures']} first captures, {c['dead_letters']} dead letters", file=stream)
+  acc = summary["accounting"]
+  if acc["ok"]:
+    print(f"  all {acc['listed']} listed files accounted for: {acc['in_pairs']} in pairs, "
+          f"{acc['first_captures']} first captures, {acc['dead_letters']} dead letters",
+          file=stream)
+  else:
+    print(f"  WARNING: {acc['accounted']} of {acc['listed']} listed files accounted for"
+          f"{'; in two places: ' + ', '.join(acc['twice'][:5]) if acc['twice'] else ''}",
+          file=stream)
   if summary["top_changes"]:
     print("  top changes:", file=stream)
     for r in summary["top_changes"]:
       print(f"    {r['location']:<16} {r['before_captured_at'][:10]} -> "
             f"{r['after_captured_at'][:10]}  score {r['change_score']:.3f}  changed "
             f"{100 * r['changed_fraction']:.1f}%", file=stream)
+  if summary["metrics"]:
+    print("  metrics: " + ", ".join(f"{k}={v}" for k, v in summary["metrics"].items()),
+          file=stream)
   print(f"  rows: {summary['output']}/pairs/ (Parquet + JSONL), BigQuery schemas in "
         f"{summary['output']}/schema/, dead letters in {summary['output']}/dead_letter/",
         file=stream)

@@ -76,6 +76,8 @@ def grid_mismatch(a: SceneRef, b: SceneRef, bands_a: tuple, bands_b: tuple) -> s
   if not all(math.isclose(x, y, rel_tol=0, abs_tol=1e-6 * max(1.0, abs(x)))
              for x, y in zip(a.transform, b.transform)):
     return f"geotransform {b.transform} differs from the previous capture's {a.transform}"
+  if a.dtype != b.dtype:
+    return f"data type {b.dtype} differs from the previous capture's {a.dtype}"
   if len(bands_a) != len(bands_b):
     return f"band count {len(bands_b)} differs from the previous capture's {len(bands_a)}"
   return None

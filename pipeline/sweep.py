@@ -93,14 +93,13 @@ class AggregatePair(beam.DoFn):
                                              cfg.chip_overlap)
     except ValueError as e:
       yield beam.pvalue.TaggedOutput("dead", DeadLetter(
-          f"{pair.before.uri};{pair.after.uri}", STAGE, str(e), pair.location, pair_id))
+          pair.after.uri, STAGE, f"pair with {pair.before.uri}: {e}", pair.location, pair_id))
       return
     if not valid.any():
       inc_counter(STAGE, "pairs_without_valid_pixels")
       yield beam.pvalue.TaggedOutput("dead", DeadLetter(
-          f"{pair.before.uri};{pair.after.uri}", STAGE,
-          "no pixel is valid in both captures (all nodata, masked or not finite)",
-          pair.location, pair_id))
+          pair.after.uri, STAGE, f"pair with {pair.before.uri}: no pixel is valid in both "
+          "captures (all nodata, masked or not finite)", pair.location, pair_id))
       return
     threshold = cfg.model.threshold
     run = {"model_id": cfg.model.model_id, "model_version": cfg.model.version,

@@ -1,0 +1,123 @@
+"""Property-based and fuzz tests: random series and layouts, random corruptions of real files."""
+import datetime as dt
+import os
+import random
+
+import numpy as np
+import pytest
+import rasterio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rasterio.windows import Window
+
+from pipeline import rasters
+from pipeline.elements import DeadLetter, Pair
+from pipeline.layout import Layout, LayoutError
+from pipeline.listing import CaptureFile
+from pipeline.pairing import FirstCapture, pair_series
+from pipeline.rasters import FileMeta
+from tests.conftest import SAMPLE_ARCHIVE
+
+META = FileMeta(8, 8, 4, "uint16", "WKT", (10.0, 0.0, 0.0, 0.0, -10.0, 0.0), None,
+                ("B02", "B03", "B04", "B08"))
+VARIANTS = {
+    "ok": META, "tall": META._replace(height=9), "crs": META._replace(crs="OTHER"),
+    "float": META._replace(dtype="float32"), "nonir": META._replace(count=3, descriptions=("B02", "B03", "B04")),
+}
+
+
+@st.composite
+def series(draw):
+  n = draw(st.integers(0, 25))
+  days = draw(st.lists(st.integers(0, 40), min_size=n, max_size=n))  # repeats are ties
+  kinds = draw(st.lists(st.sampled_from(sorted(VARIANTS)), min_size=n, max_size=n))
+  files = [CaptureFile("loc", (dt.datetime(2020, 1, 1) + dt.timedelta(days=d)).isoformat(), None,
+                       f"/a/loc/{i:03d}.tif", 1, VARIANTS[k]) for i, (d, k) in enumerate(zip(days, kinds))]
+  order = draw(st.permutations(range(n)))
+  return [files[i] for i in order]
+
+
+@settings(max_examples=300, deadline=None)
+@given(series())
+def test_pairing_accounts_for_every_capture_once_and_pairs_in_time_order(files):
+  out = list(pair_series("loc", files, ("B04", "B08")))
+  pairs = [o for o in out if isinstance(o, Pair)]
+  firsts = [o for o in out if isinstance(o, FirstCapture)]
+  dead = [o for o in out if isinstance(o, DeadLetter)]
+  placed = [f.uri for f in firsts] + [p.after.uri for p in pairs] + [d.uri for d in dead]
+  assert sorted(placed) == sorted(f.uri for f in files)
+  assert len(firsts) <= 1
+  for p in pairs:
+    assert p.before.captured_at < p.after.captured_at
+    assert (p.before.height, p.before.crs, p.before.dtype) == (p.after.height, p.after.crs, p.after.dtype)
+  afters = [p.after.captured_at for p in pairs]
+  assert afters == sorted(afters) and len(set(afters)) == len(afters)
+  chain = [p for p in pairs]
+  for a, b in zip(chain, chain[1:]):
+    assert a.after.captured_at <= b.before.captured_at
+  assert len({p.pair_id for p in pairs}) == len(pairs)
+
+
+names = st.text(st.characters(whitelist_categories=("L", "N"), whitelist_characters="-_."),
+                min_size=1, max_size=12).filter(lambda s: s not in (".", ".."))
+
+
+@settings(max_examples=200, deadline=None)
+@given(names, st.dates(dt.date(1980, 1, 1), dt.date(2100, 1, 1)), st.sampled_from(
+    ["{location}/{date}.tif", "{location}/{date:%Y%m%d}_{band}.tif", "x/{location}/{tile}/{date:%Y-%j}.tif"]))
+def test_layouts_round_trip(location, date, template):
+  layout = Layout.parse(template)
+  fmt = layout.date_format or "%Y-%m-%d"
+  path = template.replace("{location}", location).replace("{tile}", "t1").replace(
+      "{band}", "B04").replace("{date:%s}" % fmt if layout.date_format else "{date}", date.strftime(fmt))
+  fields = layout.match(path)
+  assert fields["location"] == location and fields["captured_at"][:10] == date.isoformat()
+
+
+@pytest.fixture(scope="module")
+def small_tiff(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("fz") / "real.tif")
+  with rasterio.open(os.path.join(SAMPLE_ARCHIVE, "rio", "2016-04-24.tif")) as src:
+    data = src.read(window=Window(0, 0, 64, 64))
+    profile = src.profile
+  profile.update(width=64, height=64, blockxsize=32, blockysize=32)
+  with rasterio.open(path, "w", **profile) as dst:
+    dst.write(data)
+  with open(path, "rb") as f:
+    return f.read()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(["truncate", "overwrite", "zero_run", "header"]), st.integers(0, 2**32 - 1))
+def test_corrupted_real_files_fail_cleanly_or_read(small_tiff, tmp_path, how, seed):
+  rng = random.Random(seed)
+  data = bytearray(small_tiff)
+  if how == "truncate":
+    data = data[:rng.randrange(len(data))]
+  elif how == "overwrite":
+    for _ in range(rng.randint(1, 20)):
+      data[rng.randrange(len(data))] = rng.randrange(256)
+  elif how == "zero_run":
+    start = rng.randrange(len(data))
+    stop = min(len(data), start + rng.randint(1, 2000))
+    data[start:stop] = bytes(stop - start)
+  else:
+    for _ in range(rng.randint(1, 8)):
+      data[rng.randrange(min(len(data), 400))] = rng.randrange(256)
+  path = tmp_path / f"c{seed}.tif"
+  path.write_bytes(bytes(data))
+  try:
+    meta = rasters.read_meta(str(path))
+  except rasters.RasterError as e:
+    assert str(e)
+    return
+  reader = rasters.WindowReader()
+  try:
+    bands = tuple(range(min(meta.count, 4)))
+    pixels, valid = reader.read((str(path),), bands, Window(0, 0, min(meta.width, 32),
+                                                            min(meta.height, 32)), meta.nodata)
+    assert pixels.dtype == np.float32 and valid.shape == pixels.shape[:2]
+  except (rasterio.errors.RasterioIOError, OSError):
+    pass  # ReadChips retries these, then dead-letters the pair
+  finally:
+    reader.close()
