@@ -120,9 +120,6 @@ def parse_manifest(lines: Iterable[str], data_root: str, require_mask: bool = Tr
       if not parts:
         raise ValueError(f"row {row_number}: empty {column} for pair {pair_id!r}")
       paths[column] = tuple(_resolve(p, data_root) for p in parts)
-    if len(paths["before"]) != len(paths["after"]):
-      raise ValueError(f"row {row_number}: before has {len(paths['before'])} files, after "
-                       f"has {len(paths['after'])}")
     mask = row.get("mask") or None
     if mask is None and require_mask:
       raise ValueError(f"row {row_number}: empty mask for pair {pair_id!r}")
@@ -408,13 +405,16 @@ class ChipSampler:
             np.stack([c[2] for c in chips]))
 
 
-def raw_nuisance(image: np.ndarray, rng: np.random.Generator, value_range: float = 255.0
+def raw_nuisance(image: np.ndarray, rng: np.random.Generator, value_range: float | None = None
                  ) -> np.ndarray:
   """The nuisance check's change on raw pixels: brightness/contrast shift, noise, 1-px shift.
 
   Brightness +-5% of the range, contrast x0.9..1.1 about the image mean, Gaussian noise of 1%
-  of the range and a one-pixel shift in a random direction.
+  of the range and a one-pixel shift in a random direction. The range is 255 for 8-bit data,
+  otherwise the image maximum.
   """
+  if value_range is None:
+    value_range = 255.0 if float(image.max()) <= 255.0 else float(image.max())
   mean = image.mean(axis=(0, 1), keepdims=True)
   contrast = rng.uniform(0.9, 1.1)
   brightness = rng.uniform(-0.05, 0.05) * value_range

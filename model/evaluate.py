@@ -47,10 +47,11 @@ def predict_scene(prob_fn: ProbFn, before: np.ndarray, after: np.ndarray, size: 
     before: `[H, W, C]` capture.
     after: `[H, W, C]` capture.
     size: Chip size S.
-    overlap: Overlap of neighbouring chips (pixels).
+    overlap: Overlap of neighbouring chips (pixels; at most a quarter of the chip).
     batch_size: Chips per call.
   """
   from transforms import tiling
+  overlap = min(overlap, size // 4)
   h, w = before.shape[:2]
   b = pair_data.pad_to(before, size, size)
   a = pair_data.pad_to(after, size, size)
@@ -84,14 +85,29 @@ def block_scores(prob: np.ndarray, label: np.ndarray, block: int,
   return scores, labels
 
 
-class SavedModelScorer:
-  """Scores raw chips with a model directory's `serving_default` signature."""
+def pair_normalise(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Z-scores a pair with per-band statistics over both captures (finite pixels), as the
+  sweep does with archive statistics."""
+  both = np.concatenate([before.reshape(-1, before.shape[-1]),
+                         after.reshape(-1, after.shape[-1])])
+  both = both[np.isfinite(both).all(axis=1)]
+  mean, std = both.mean(0), both.std(0)
+  std = np.where(std > 1e-6, std, 1.0)
+  return ((before - mean) / std).astype(np.float32), ((after - mean) / std).astype(np.float32)
 
-  def __init__(self, model_dir: str):
+
+class SavedModelScorer:
+  """Scores chips with a model directory's SavedModel.
+
+  `signature="serving_default"` takes raw pixels (the model's own transform is applied);
+  `signature="normalized"` takes z-scored pixels.
+  """
+
+  def __init__(self, model_dir: str, signature: str = "serving_default"):
     from model import format as model_format
     self.info = model_format.read_model_info(model_dir)
     self.module = model_format.load_saved_model(self.info)
-    self.fn = self.module.signatures["serving_default"]
+    self.fn = self.module.signatures[signature]
 
   def __call__(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
     import tensorflow as tf
@@ -102,8 +118,12 @@ class SavedModelScorer:
 def evaluate_pairs(prob_fn: ProbFn, records: list[pair_data.PairRecord], size: int,
                    threshold: float, overlap: int = 32, auc_block: int = 64,
                    log: Callable[[str], None] | None = None,
-                   keep_maps: bool = False) -> dict:
-  """Runs `prob_fn` over every pair and returns the metrics dictionary (see module doc)."""
+                   keep_maps: bool = False, normalise_pairs: bool = False) -> dict:
+  """Runs `prob_fn` over every pair and returns the metrics dictionary (see module doc).
+
+  With `normalise_pairs`, each pair is z-scored with its own statistics (`pair_normalise`)
+  before `prob_fn` (which must then take normalised chips).
+  """
   total = pair_metrics.Confusion()
   per_pair = {}
   pair_scores, pair_labels, blk_scores, blk_labels = [], [], [], []
@@ -111,7 +131,10 @@ def evaluate_pairs(prob_fn: ProbFn, records: list[pair_data.PairRecord], size: i
   for r in records:
     t0 = time.time()
     pair = pair_data.load_pair(r)
-    prob = predict_scene(prob_fn, pair.before, pair.after, size, overlap)
+    before, after = pair.before, pair.after
+    if normalise_pairs:
+      before, after = pair_normalise(before, after)
+    prob = predict_scene(prob_fn, before, after, size, overlap)
     conf = pair_metrics.Confusion().add(prob > threshold, pair.label)
     total = total + conf
     scores = conf.scores()
@@ -142,6 +165,23 @@ def evaluate_pairs(prob_fn: ProbFn, records: list[pair_data.PairRecord], size: i
   if keep_maps:
     result["maps"] = maps
   return result
+
+
+def nuisance_check(prob_fn: ProbFn, records: list[pair_data.PairRecord], size: int,
+                   threshold: float, seed: int = 0, overlap: int = 32) -> dict:
+  """Pairs each pair's `before` capture with itself after a nuisance change
+  (`data.raw_nuisance`: brightness/contrast shift, noise, one-pixel shift) and reports the
+  fraction of pixels flagged (all pixels; nothing changed)."""
+  rng = np.random.default_rng(seed)
+  flagged, total, per_pair = 0, 0, {}
+  for r in records:
+    before = pair_data.read_raster(r.before)
+    prob = predict_scene(prob_fn, before, pair_data.raw_nuisance(before, rng), size, overlap)
+    n = int(np.count_nonzero(prob > threshold))
+    per_pair[r.pair_id] = n / prob.size
+    flagged += n
+    total += prob.size
+  return {"flagged_fraction": flagged / max(total, 1), "per_pair": per_pair, "seed": seed}
 
 
 def format_table(result: dict) -> str:
@@ -178,6 +218,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--overlap", type=int, default=32, help="chip overlap in pixels")
   parser.add_argument("--auc_block", type=int, default=64,
                       help="block size for the block-level ROC-AUC fallback")
+  parser.add_argument("--normalization", choices=("model", "pair"), default="model",
+                      help="model: raw pixels through serving_default (the model's own "
+                           "tf.Transform statistics); pair: z-score each pair with its own "
+                           "per-band statistics and call the normalized signature (what the "
+                           "sweep does with archive statistics, e.g. for Sentinel-2 DNs)")
+  parser.add_argument("--nuisance", action="store_true",
+                      help="also pair each before capture with itself after a nuisance change "
+                           "(brightness/contrast, noise, 1-px shift) and report the fraction "
+                           "of pixels flagged (should be < 1%%)")
   return parser.parse_args(argv)
 
 
@@ -185,17 +234,24 @@ def main(argv: list[str] | None = None) -> int:
   """Entry point of `changesweep evaluate`; returns the exit status."""
   args = parse_args(sys.argv[1:] if argv is None else argv)
   records = pair_data.read_manifest(args.pairs, args.data_root)
-  scorer = SavedModelScorer(args.model)
+  pair_norm = args.normalization == "pair"
+  scorer = SavedModelScorer(args.model, "normalized" if pair_norm else "serving_default")
   info = scorer.info
   threshold = info.threshold if args.threshold is None else args.threshold
   t0 = time.time()
   result = evaluate_pairs(scorer, records, info.chip_size, threshold, args.overlap,
-                          args.auc_block, log=print)
+                          args.auc_block, log=print, normalise_pairs=pair_norm)
+  result["normalization"] = args.normalization
   result.update({"model_id": info.model_id, "model_kind": info.kind, "model_dir": args.model,
                  "manifest": args.pairs, "pairs": len(records),
                  "seconds": round(time.time() - t0, 1)})
   print(f"model {info.model_id} ({info.kind}) on {args.pairs}: {len(records)} pairs")
   print(format_table(result))
+  if args.nuisance and not pair_norm:
+    result["nuisance"] = nuisance_check(scorer, records, info.chip_size, threshold,
+                                        overlap=args.overlap)
+    print(f"nuisance check: {result['nuisance']['flagged_fraction']:.4%} of pixels flagged "
+          f"on captures paired with themselves after brightness/contrast, noise, 1-px shift")
   if args.json:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=2)

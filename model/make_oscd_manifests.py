@@ -8,6 +8,10 @@ OSCD: Daudt, Le Saux, Boulch, Gousseau, "Urban Change Detection for Multispectra
 Observation Using Convolutional Neural Networks", IGARSS 2018. Contains modified Copernicus
 Sentinel data [2015-2018].
 
+Also writes `oscd_test_s2.csv`: the test cities with the Sentinel-2 bands B04;B03;B02
+(red, green, blue; uint16 digital numbers, one file per band) instead of the RGB renderings,
+for `changesweep evaluate --normalization pair`.
+
 Usage:
   python -m model.make_oscd_manifests --data_root ../shared/data --out model/manifests
 """
@@ -68,6 +72,18 @@ def main(argv: list[str] | None = None) -> int:
       writer.writeheader()
       writer.writerows(rows)
     print(f"wrote {path}: {len(rows)} pairs")
+  # The test cities also have the Sentinel-2 10 m bands as single-band uint16 files.
+  rows = manifest_rows(args.data_root, "test")
+  for row in rows:
+    for column, folder in (("before", "imgs_1"), ("after", "imgs_2")):
+      base = os.path.dirname(row[column])
+      row[column] = ";".join(f"{base}/{folder}/{band}.tif" for band in ("B04", "B03", "B02"))
+  path = os.path.join(args.out, "oscd_test_s2.csv")
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+  print(f"wrote {path}: {len(rows)} pairs (Sentinel-2 B04;B03;B02 digital numbers)")
   return 0
 
 

@@ -337,4 +337,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  # A process that ran a tf.Transform analysis may crash at interpreter exit after its work
+  # is done; leave with the real status instead.
+  _code = main()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(_code)

@@ -8,7 +8,8 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.elements import Pair
-from pipeline.scoring import PROB_NODATA, PROB_SCALE, ChipScore
+from pipeline.elements import PROB_NODATA, PROB_SCALE
+from pipeline.scoring import ChipScore
 from transforms import tiling
 
 # Change regions are found on a map of at most this many pixels a side (max-pooled if larger),

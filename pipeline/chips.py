@@ -48,11 +48,18 @@ def window_bytes(pair: Pair, chip: tiling.Chip) -> int:
                                      + len(pair.after_bands) * (itemsize(pair.after.dtype) or 4))
 
 
-def read_chip(reader: WindowReader, pair: Pair, chip: tiling.Chip, chip_size: int) -> dict:
-  """Reads one chip of both captures into a tf.Transform instance, padded to `chip_size`."""
+def read_chip(reader: WindowReader, pair: Pair, chip: tiling.Chip, chip_size: int,
+              mask_values: tuple[int, ...] = ()) -> dict:
+  """Reads one chip of both captures into a tf.Transform instance, padded to `chip_size`.
+
+  A pixel is valid only where both captures are: masked pixels never count as change.
+  """
   window = Window(chip.col, chip.row, chip.width, chip.height)
-  before, valid_b = reader.read(pair.before.uris, pair.before_bands, window, pair.before.nodata)
-  after, valid_a = reader.read(pair.after.uris, pair.after_bands, window, pair.after.nodata)
+  b, a = pair.before, pair.after
+  before, valid_b = reader.read(b.uris, pair.before_bands, window, b.nodata, b.mask_uri,
+                                b.mask_band, mask_values)
+  after, valid_a = reader.read(a.uris, pair.after_bands, window, a.nodata, a.mask_uri,
+                               a.mask_band, mask_values)
   valid = valid_b & valid_a
   before = np.where(valid[..., None], before, 0.0)
   after = np.where(valid[..., None], after, 0.0)
@@ -75,9 +82,11 @@ class ReadChips(beam.DoFn):
   Transient read errors are retried with backoff; a chip that still fails marks its pair.
   """
 
-  def __init__(self, chip_size: int, count_metrics: bool = True):
+  def __init__(self, chip_size: int, count_metrics: bool = True,
+               mask_values: tuple[int, ...] = ()):
     self.chip_size = chip_size
     self.count_metrics = count_metrics
+    self.mask_values = tuple(mask_values)
 
   def setup(self):
     self.reader = WindowReader()
@@ -87,7 +96,7 @@ class ReadChips(beam.DoFn):
     for attempt in range(_RETRIES):
       try:
         with timer_msec(STAGE, "read_msec"):
-          instance = read_chip(self.reader, pair, chip, self.chip_size)
+          instance = read_chip(self.reader, pair, chip, self.chip_size, self.mask_values)
         break
       except Exception as e:  # a bad file must cost its pair, never the sweep
         self.reader.close()

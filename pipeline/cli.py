@@ -16,6 +16,8 @@ commands:
   evaluate     precision/recall/F1/IoU/kappa of a model on labelled pairs
                e.g. changesweep evaluate --pairs model/manifests/oscd_test.csv --model MODEL_DIR
   export-cva   fit the change-vector-analysis baseline on unlabelled pairs, write a model dir
+  report       write the HTML report of a finished sweep to OUT/report/index.html
+               e.g. changesweep report out/demo --top 10
 
 Run `changesweep COMMAND --help` for a command's options.
 """
@@ -57,6 +59,7 @@ COMMANDS = {
     "train": _delegate("model.train"),
     "evaluate": _delegate("model.evaluate"),
     "export-cva": _delegate("model.cva"),
+    "report": _delegate("pipeline.report"),
 }
 
 

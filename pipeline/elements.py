@@ -5,6 +5,10 @@ import hashlib
 import re
 from typing import NamedTuple
 
+# Change probabilities travel and are stored as bytes: 0..254 is probability x 254, 255 nodata.
+PROB_SCALE = 254
+PROB_NODATA = 255
+
 
 class SceneRef(NamedTuple):
   """One capture of one location: where its bands live and the grid they sit on.
@@ -20,6 +24,11 @@ class SceneRef(NamedTuple):
     transform: the affine geotransform (a, b, c, d, e, f).
     nodata: the nodata value, if any.
     size_bytes: bytes on storage, all files together.
+    usable_fraction: share of valid pixels (not nodata, NaN, cloud or masked), from a decimated
+      read; 1.0 where not measured.
+    band_means, band_stds: statistics of the valid pixels, per band (empty where not measured).
+    mask_uri: a sidecar mask file on the same grid, or None.
+    mask_band: the 0-based band that flags bad pixels, or None.
   """
   location: str
   captured_at: str
@@ -32,6 +41,11 @@ class SceneRef(NamedTuple):
   transform: tuple[float, ...]
   nodata: float | None
   size_bytes: int
+  usable_fraction: float = 1.0
+  band_means: tuple[float, ...] = ()
+  band_stds: tuple[float, ...] = ()
+  mask_uri: str | None = None
+  mask_band: int | None = None
 
   @property
   def uri(self) -> str:

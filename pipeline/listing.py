@@ -5,13 +5,14 @@ import csv
 import io
 import json
 import os
+import re
 from typing import Iterator, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import rasters
+from pipeline import rasters, usability
 from pipeline.elements import DeadLetter
 from pipeline.layout import Layout, LayoutError, parse_time
 from pipeline.metrics import inc_counter
@@ -27,6 +28,10 @@ class CaptureFile(NamedTuple):
   uri: str
   size_bytes: int
   meta: rasters.FileMeta | None = None
+  fields: tuple[tuple[str, str], ...] = ()
+  mask_uri: str | None = None
+  stats: usability.FileStats | None = None
+  mask_band: int | None = None
 
 
 def relative_to(root: str, path: str) -> str:
@@ -38,8 +43,11 @@ def relative_to(root: str, path: str) -> str:
 
 def entry_from_path(root: str, layout: Layout, path: str, size: int) -> CaptureFile:
   """Applies the layout to one matched path (pure; raises LayoutError)."""
-  fields = layout.match(relative_to(root, path))
-  return CaptureFile(fields["location"], fields["captured_at"], fields.get("band"), path, size)
+  rel = relative_to(root, path)
+  fields = layout.match(rel)
+  raw = tuple(sorted(layout.regex.match(rel).groupdict().items()))
+  return CaptureFile(fields["location"], fields["captured_at"], fields.get("band"), path, size,
+                     fields=raw)
 
 
 def _resolve(base_dir: str, uri: str) -> str:
@@ -81,23 +89,48 @@ def parse_manifest(name: str, text: str) -> Iterator[CaptureFile | DeadLetter]:
     except LayoutError as e:
       yield DeadLetter(row["uri"], STAGE, f"manifest row {where}: {e}", row["location"])
       continue
+    mask = row.get("mask") or None
     yield CaptureFile(str(row["location"]), captured_at, row.get("band") or None,
-                      _resolve(base, row["uri"]), -1)
+                      _resolve(base, row["uri"]), -1,
+                      mask_uri=_resolve(base, mask) if mask else None)
 
 
 class _ReadHeader(beam.DoFn):
-  """Adds the raster header to each file; unreadable files go to the dead-letter output."""
+  """Adds the raster header and the usability statistics (masks applied) to each file.
+
+  Unreadable files, and files whose mask cannot be read, go to the dead-letter output.
+  """
+
+  def __init__(self, root: str | None, masks: usability.MaskSpec):
+    self.root = root
+    self.masks = masks
 
   def process(self, entry: CaptureFile):
+    from transforms.bands import BandError, resolve_bands
+
+    masks = self.masks
     try:
       meta = rasters.read_meta(entry.uri)
-    except rasters.RasterError as e:
+      mask_uri = entry.mask_uri
+      if masks.layout and self.root and entry.fields:
+        mask_uri = usability.sidecar_uri(self.root, masks.layout, dict(entry.fields))
+      mask_band = None
+      if masks.band and entry.band is None:
+        mask_band = resolve_bands([masks.band], meta.descriptions)[0]
+      stats = usability.file_stats(entry.uri, meta.nodata, mask_band, mask_uri, masks.values)
+    except (rasters.RasterError, BandError) as e:
       inc_counter(STAGE, "unreadable_files")
       yield beam.pvalue.TaggedOutput("dead", DeadLetter(entry.uri, "metadata", str(e),
                                                         entry.location))
       return
+    except Exception as e:  # a mask file that is missing or broken
+      inc_counter(STAGE, "unreadable_files")
+      yield beam.pvalue.TaggedOutput("dead", DeadLetter(
+          entry.uri, "metadata", f"mask {mask_uri}: {(str(e).splitlines() or [''])[0][:200]}",
+          entry.location))
+      return
     inc_counter(STAGE, "captures_listed")
-    yield entry._replace(meta=meta)
+    yield entry._replace(meta=meta, mask_uri=mask_uri, stats=stats, mask_band=mask_band)
 
 
 class ListCaptures(beam.PTransform):
@@ -107,8 +140,17 @@ class ListCaptures(beam.PTransform):
   """
 
   def __init__(self, root: str | None, layout: str = "{location}/{date}.tif",
-               manifest: str | None = None):
+               manifest: str | None = None, masks: usability.MaskSpec = usability.MaskSpec()):
     super().__init__()
+    self.masks = masks
+    if masks.layout:
+      if manifest:
+        raise ValueError("--mask_layout works with --input; a manifest names masks in a "
+                         "'mask' column")
+      unknown = set(re.findall(r"\{(\w+)", masks.layout)) - set(Layout.parse(layout).regex.groupindex)
+      if unknown:
+        raise ValueError(f"mask layout {masks.layout!r} uses fields {sorted(unknown)} that the "
+                         f"layout {layout!r} does not give")
     if not root and not manifest:
       raise ValueError("give an archive root (--input) or a manifest (--manifest)")
     self.root = root.rstrip("/") if root else None
@@ -149,6 +191,7 @@ class ListCaptures(beam.PTransform):
     good, bad = self._from_manifest(pbegin) if self.manifest else self._from_layout(pbegin)
     files = (good
              | "Reshuffle" >> beam.Reshuffle()
-             | "ReadHeaders" >> beam.ParDo(_ReadHeader()).with_outputs("dead", main="files"))
+             | "ReadHeaders" >> beam.ParDo(_ReadHeader(self.root, self.masks)).with_outputs(
+                 "dead", main="files"))
     dead = (bad, files.dead) | "FlattenDead" >> beam.Flatten()
     return files.files, dead

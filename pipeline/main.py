@@ -12,9 +12,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from model.format import ModelDirError, read_model_info
-from pipeline import accounting, metrics, sinks
+from pipeline import accounting, dataflow, metrics, sinks
 from pipeline.layout import Layout
 from pipeline.options import SweepOptions
+from pipeline.usability import MaskSpec
 from pipeline.sweep import SweepConfig, build_sweep, default_run_id
 
 log = logging.getLogger("changesweep")
@@ -40,6 +41,9 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
     raise UsageError("--output is required: the folder that receives rows, maps and schemas")
   if bool(opts.input) == bool(opts.manifest):
     raise UsageError("give exactly one of --input ARCHIVE_ROOT or --manifest FILE")
+  # Rows name captures by absolute path, so reports and maps resolve from anywhere.
+  if opts.input and "://" not in opts.input:
+    opts.input = os.path.abspath(opts.input)
   try:
     Layout.parse(opts.layout)
   except ValueError as e:
@@ -57,16 +61,33 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
     # The plain DirectRunner would try to download a Prism binary first.
     options.view_as(StandardOptions).runner = "FnApiRunner"
   try:
+    accelerator = dataflow.configure_gpu_options(options, opts)
     cfg = SweepConfig(
         output=opts.output.rstrip("/"), model=info, bands=bands, input=opts.input,
         manifest=opts.manifest, layout=opts.layout, statistics=opts.statistics,
         chip_overlap=opts.chip_overlap, batch_size=opts.batch_size,
-        model_copies=opts.model_copies, num_shards=opts.num_shards,
+        # one model copy per GPU on GPU workers
+        model_copies=opts.model_copies or (opts.gpu_count if accelerator else None),
+        num_shards=opts.num_shards,
         max_regions=opts.max_regions, min_region_pixels=opts.min_region_pixels,
-        write_maps=not opts.no_maps, run_id=opts.run_id or default_run_id())
+        write_maps=not opts.no_maps, run_id=opts.run_id or default_run_id(),
+        bigquery_table=opts.bigquery_table, state=opts.state, since=opts.since,
+        force=opts.force, accelerator=accelerator, gpu_hints=opts.gpu_mode == "hints",
+        max_batch_bytes=opts.max_batch_bytes,
+        masks=MaskSpec(opts.mask_band, opts.mask_layout, parse_mask_values(opts.mask_values)),
+        min_usable_fraction=opts.min_usable_fraction, history=opts.history)
+    if cfg.masks.layout:
+      Layout.parse(cfg.masks.layout)
   except ValueError as e:
     raise UsageError(str(e)) from None
   return cfg, options
+
+
+def parse_mask_values(text: str) -> tuple[int, ...]:
+  try:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+  except ValueError:
+    raise ValueError(f"--mask_values must be comma-separated integers, got {text!r}") from None
 
 
 def check_model_compatible(info) -> None:
@@ -91,7 +112,8 @@ def check_inputs(cfg: SweepConfig) -> None:
     raise UsageError(f"--input {cfg.input!r} is not a folder")
   pattern = cfg.manifest or f"{cfg.input}/{Layout.parse(cfg.layout).glob}"
   try:
-    found = FileSystems.match([pattern])[0].metadata_list
+    # limits=[1]: one match proves the archive is not empty; never list millions of files here
+    found = FileSystems.match([pattern], limits=[1])[0].metadata_list
   except Exception as e:  # Beam raises BeamIOError for a missing bucket or folder
     raise UsageError(f"cannot list {pattern!r}: {e}") from None
   if not found:
@@ -178,4 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"changesweep sweep: error: {e}", file=sys.stderr)
     return 2
   print_summary(summary)
+  if not PipelineOptions(list(sys.argv[1:] if argv is None else argv)).view_as(
+      SweepOptions).no_report:
+    from pipeline import report
+    try:
+      print(f"  report: {report.write_report(summary['output'])}")
+    except Exception as e:  # the rows are written; a report failure must not hide that
+      print(f"changesweep sweep: warning: report not written ({type(e).__name__}: {e}); "
+            f"write it with: changesweep report {summary['output']}", file=sys.stderr)
   return 0

@@ -9,6 +9,17 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODEL = os.path.join(REPO_ROOT, "model", "shipped", "cva-s2")
 
 
+def _flag(text) -> bool:
+  """A boolean flag that also takes a value (Flex Template parameters pass `--force=true`)."""
+  if isinstance(text, bool):
+    return text
+  if str(text).lower() in ("1", "true", "yes", "y", "on"):
+    return True
+  if str(text).lower() in ("0", "false", "no", "n", "off", ""):
+    return False
+  raise ValueError(f"not a boolean: {text!r}")
+
+
 class SweepOptions(PipelineOptions):
   """Options of `changesweep sweep`."""
 
@@ -51,5 +62,56 @@ class SweepOptions(PipelineOptions):
                         help="smallest change region reported, in pixels (default 4)")
     parser.add_argument("--no_maps", action="store_true",
                         help="do not write per-pair change-map GeoTIFFs")
+    parser.add_argument("--no_report", action="store_true",
+                        help="do not write the HTML report (OUT/report/index.html) at the end; "
+                             "write it later with: changesweep report OUT")
+    # Long series: masks, usability and each location's history (README: "Time series").
+    parser.add_argument(
+        "--mask_layout", default=None,
+        help="path template of sidecar mask files under --input, filled with each capture's "
+             "own fields, e.g. 'qa/{location}/{date}.tif'; flagged pixels never count as change")
+    parser.add_argument("--mask_band", default=None,
+                        help="a band of each capture that flags bad pixels (cloud/QA band), "
+                             "by name or 1-based index, e.g. QA")
+    parser.add_argument(
+        "--mask_values", default="",
+        help="comma-separated values of the mask band/file that mean 'bad' (e.g. 3,8,9,10 for "
+             "Sentinel-2 SCL clouds and shadows); default: any non-zero value")
+    parser.add_argument(
+        "--min_usable_fraction", type=float, default=0.1,
+        help="a capture with a smaller share of valid pixels is reported unusable and skipped "
+             "for pairing (default 0.1)")
+    parser.add_argument(
+        "--history", default=None,
+        help="a previous sweep's output folder (or history-*.jsonl files): each location's "
+             "history to score tonight's pairs against; tonight's history is written to "
+             "OUT/history/")
     parser.add_argument("--run_id", default=None,
                         help="id written into every row (default: sweep-<UTC time>)")
+    # Scale-out: BigQuery, incremental nightly sweeps, GPU workers (deploy/README.md).
+    parser.add_argument(
+        "--bigquery_table", default=None,
+        help="also load pair rows into BigQuery PROJECT:DATASET.TABLE (file loads, partitioned "
+             "by capture_date, clustered by location; read it through the TABLE_latest view)")
+    parser.add_argument(
+        "--state", default=None,
+        help="incremental sweep: JSONL file (local or gs://) of the last scored capture per "
+             "location; only pairs with a newer later capture are scored, then it is updated")
+    parser.add_argument("--since", default=None,
+                        help="score only pairs whose later capture is on or after this date "
+                             "(YYYY-MM-DD)")
+    parser.add_argument("--force", nargs="?", const=True, default=False, type=_flag,
+                        help="re-score pairs the --state says are done (still updates it)")
+    parser.add_argument("--max_batch_bytes", type=int, default=None,
+                        help="cap inference batches by chip bytes too (e.g. 268435456)")
+    parser.add_argument(
+        "--gpu_type", default=None,
+        help="run inference on GPU workers of this Dataflow type (nvidia-tesla-t4, nvidia-l4)")
+    parser.add_argument("--gpu_count", type=int, default=1, help="GPUs per GPU worker")
+    parser.add_argument("--gpu_machine_type", default=None,
+                        help="machine type of the GPU pool with --gpu_mode hints (e.g. "
+                             "g2-standard-8 for nvidia-l4)")
+    parser.add_argument(
+        "--gpu_mode", default="hints", choices=("hints", "job"),
+        help="hints: only the inference step gets the GPU (right fitting, default); job: every "
+             "worker gets it (worker_accelerator service option)")

@@ -8,6 +8,7 @@ from typing import Iterable, NamedTuple
 import apache_beam as beam
 
 from pipeline.elements import DeadLetter, Pair, SceneRef, make_pair_id
+from pipeline.history import CaptureRecord
 from pipeline.listing import CaptureFile
 from pipeline.metrics import inc_counter
 from transforms.bands import BandError, resolve_bands
@@ -56,15 +57,27 @@ def assemble_captures(location: str, files: Iterable[CaptureFile]
         continue
       scenes.append(SceneRef(location, captured_at, tuple(f.uri for f in banded), tuple(names),
                              first.height, first.width, first.dtype, first.crs, first.transform,
-                             first.nodata, sum(max(f.size_bytes, 0) for f in banded)))
+                             first.nodata, sum(max(f.size_bytes, 0) for f in banded),
+                             **_stats_fields(banded)))
       continue
     keep, *others = group
     dead += [DeadLetter(f.uri, STAGE, f"same location and capture time as {keep.uri} "
                         f"({captured_at}); kept that one", location) for f in others]
     m = keep.meta
     scenes.append(SceneRef(location, captured_at, (keep.uri,), m.descriptions, m.height, m.width,
-                           m.dtype, m.crs, m.transform, m.nodata, max(keep.size_bytes, 0)))
+                           m.dtype, m.crs, m.transform, m.nodata, max(keep.size_bytes, 0),
+                           **_stats_fields([keep])))
   return scenes, dead
+
+
+def _stats_fields(files: list[CaptureFile]) -> dict:
+  """Usability of a capture from its files' statistics (the least usable file decides)."""
+  if any(f.stats is None for f in files):
+    return {"mask_uri": files[0].mask_uri, "mask_band": files[0].mask_band}
+  return {"usable_fraction": min(f.stats.usable_fraction for f in files),
+          "band_means": tuple(v for f in files for v in f.stats.band_means),
+          "band_stds": tuple(v for f in files for v in f.stats.band_stds),
+          "mask_uri": files[0].mask_uri, "mask_band": files[0].mask_band}
 
 
 def grid_mismatch(a: SceneRef, b: SceneRef, bands_a: tuple, bands_b: tuple) -> str | None:
@@ -83,13 +96,25 @@ def grid_mismatch(a: SceneRef, b: SceneRef, bands_a: tuple, bands_b: tuple) -> s
   return None
 
 
-def pair_series(location: str, files: Iterable[CaptureFile], bands: tuple[str, ...]
-                ) -> Iterable[Pair | FirstCapture | DeadLetter]:
+def capture_record(scene: SceneRef, bands: tuple[int, ...]) -> CaptureRecord | None:
+  """The history record of a usable capture: statistics of the model's bands."""
+  if not scene.band_means:
+    return None
+  return CaptureRecord(scene.location, scene.captured_at, scene.uri, scene.usable_fraction,
+                       tuple(scene.band_means[b] for b in bands),
+                       tuple(scene.band_stds[b] for b in bands))
+
+
+def pair_series(location: str, files: Iterable[CaptureFile], bands: tuple[str, ...],
+                min_usable: float = 0.0
+                ) -> Iterable[Pair | FirstCapture | DeadLetter | CaptureRecord]:
   """Consecutive pairs of one location's captures, sorted by time.
 
   Every capture ends up in exactly one place: the first usable one as a `FirstCapture`, each
   later one as the `after` of a `Pair`, or as a `DeadLetter` with the reason. A capture whose
-  bands cannot feed the model is skipped, so the next capture pairs with the last usable one.
+  bands cannot feed the model, or whose usable fraction (valid, cloud-free pixels) is below
+  `min_usable`, is skipped, so the next capture pairs with the last usable one. Each usable
+  capture also yields its `CaptureRecord` for the location's history.
   """
   scenes, dead = assemble_captures(location, files)
   yield from dead
@@ -99,6 +124,12 @@ def pair_series(location: str, files: Iterable[CaptureFile], bands: tuple[str, .
       scene_bands = tuple(resolve_bands(bands, scene.band_names))
     except BandError as e:
       yield DeadLetter(scene.uri, STAGE, str(e), location)
+      continue
+    if scene.usable_fraction < min_usable or scene.usable_fraction == 0:
+      yield DeadLetter(scene.uri, "usability",
+                       f"unusable: {100 * scene.usable_fraction:.1f}% of pixels are valid "
+                       f"(nodata, cloud or masked), below the {100 * min_usable:.0f}% needed",
+                       location)
       continue
     if previous is None:
       yield FirstCapture(location, scene.captured_at, scene.uri)
@@ -110,31 +141,38 @@ def pair_series(location: str, files: Iterable[CaptureFile], bands: tuple[str, .
                          location, pair_id)
       else:
         yield Pair(pair_id, previous, scene, previous_bands, scene_bands)
+    record = capture_record(scene, scene_bands)
+    if record is not None:
+      yield record
     previous, previous_bands = scene, scene_bands
 
 
 class PairConsecutive(beam.PTransform):
-  """`CaptureFile`s -> `(pairs, first_captures, dead_letters)` by grouping on location."""
+  """`CaptureFile`s -> `(pairs, first_captures, dead_letters, capture_records)` by location."""
 
-  def __init__(self, bands: tuple[str, ...]):
+  def __init__(self, bands: tuple[str, ...], min_usable: float = 0.0):
     super().__init__()
     if not bands:
       raise ValueError("the model's input bands must be known to pair captures")
+    if not 0.0 <= min_usable <= 1.0:
+      raise ValueError(f"min_usable_fraction must be in 0..1, got {min_usable}")
     self.bands = tuple(bands)
+    self.min_usable = min_usable
 
   def expand(self, files):
-    bands = self.bands
+    bands, min_usable = self.bands, self.min_usable
+    counters = {"Pair": "pairs_emitted", "FirstCapture": "first_captures",
+                "DeadLetter": "captures_rejected", "CaptureRecord": "usable_captures"}
 
     def pair(location, group):
-      for out in pair_series(location, group, bands):
+      for out in pair_series(location, group, bands, min_usable):
         kind = type(out).__name__
-        inc_counter(STAGE, {"Pair": "pairs_emitted", "FirstCapture": "first_captures",
-                            "DeadLetter": "captures_rejected"}[kind])
+        inc_counter(STAGE, counters[kind])
         yield beam.pvalue.TaggedOutput(kind, out)
 
     out = (files
            | "KeyByLocation" >> beam.Map(lambda f: (f.location, f))
            | "GroupByLocation" >> beam.GroupByKey()
            | "PairSeries" >> beam.FlatMapTuple(pair).with_outputs(
-               "Pair", "FirstCapture", "DeadLetter"))
-    return out.Pair, out.FirstCapture, out.DeadLetter
+               "Pair", "FirstCapture", "DeadLetter", "CaptureRecord"))
+    return out.Pair, out.FirstCapture, out.DeadLetter, out.CaptureRecord

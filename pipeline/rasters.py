@@ -92,13 +92,17 @@ class WindowReader:
     return src
 
   def read(self, uris: tuple[str, ...], bands: tuple[int, ...], window: Window,
-           nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
+           nodata: float | None, mask_uri: str | None = None, mask_band: int | None = None,
+           mask_values: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Reads `bands` (0-based, over the capture's band list) in `window`.
 
     Returns:
       `([h, w, C] float32 pixels, [h, w] bool validity)`; invalid where any band is masked
-      (nodata, alpha or internal mask) or not finite.
+      (nodata, alpha or internal mask), not finite, or flagged by the capture's mask band or
+      sidecar mask file (values in `mask_values`, or any non-zero value when it is empty).
     """
+    from pipeline.usability import is_masked
+
     planes, valid = [], None
     for band in bands:
       uri, index = (uris[band], 1) if len(uris) > 1 else (uris[0], band + 1)
@@ -110,6 +114,11 @@ class WindowReader:
       mask &= np.isfinite(data)
       valid = mask if valid is None else valid & mask
       planes.append(data)
+    if mask_band is not None:
+      flags = self._get(uris[0]).read(mask_band + 1, window=window)
+      valid &= ~is_masked(flags, mask_values)
+    if mask_uri is not None:
+      valid &= ~is_masked(self._get(mask_uri).read(1, window=window), mask_values)
     return np.stack(planes, axis=-1), valid
 
   def close(self) -> None:

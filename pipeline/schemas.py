@@ -62,6 +62,10 @@ PAIRS = (
     _f("num_chips", "INTEGER", "REQUIRED", "chips scored"),
     _f("regions", "RECORD", "REPEATED", "largest changed regions, largest first", REGION_FIELDS),
     _f("change_map_uri", "STRING", "NULLABLE", "GeoTIFF of the change probability"),
+    _f("anomaly_score", "FLOAT", "NULLABLE",
+       "how unusual this change is for the location at this time of year (null: short history)"),
+    _f("anomaly_method", "STRING", "REQUIRED", "seasonal, robust or none (pipeline/history.py)"),
+    _f("history_length", "INTEGER", "REQUIRED", "usable captures of the location before this pair"),
     *_RUN,
 )
 
@@ -94,8 +98,22 @@ DEAD_LETTERS = (
     _f("run_id", "STRING", "REQUIRED", "the sweep run"),
 )
 
+HISTORY = (
+    _f("location", "STRING", "REQUIRED", "location id"),
+    _f("captured_at", "TIMESTAMP", "REQUIRED", "a usable capture of the location"),
+    _f("uri", "STRING", "REQUIRED", "the capture's file(s)"),
+    _f("usable_fraction", "FLOAT", "REQUIRED", "share of valid (not nodata/cloud/masked) pixels"),
+    _f("band_means", "FLOAT", "REPEATED", "mean of the valid pixels, per model band"),
+    _f("band_stds", "FLOAT", "REPEATED", "standard deviation of the valid pixels, per model band"),
+    _f("pair_id", "STRING", "NULLABLE", "the scored pair that ends at this capture"),
+    _f("change_score", "FLOAT", "NULLABLE", "that pair's change score"),
+    _f("anomaly_score", "FLOAT", "NULLABLE", "that pair's anomaly score"),
+    _f("anomaly_method", "STRING", "NULLABLE", "how the anomaly was scored"),
+    _f("run_id", "STRING", "REQUIRED", "the sweep run that wrote this history"),
+)
+
 TABLES = {"pairs": PAIRS, "chips": CHIPS, "first_captures": FIRST_CAPTURES,
-          "dead_letter": DEAD_LETTERS}
+          "dead_letter": DEAD_LETTERS, "history": HISTORY}
 
 
 def bigquery_schema(fields: tuple[Field, ...]) -> list[dict]:
@@ -157,7 +175,10 @@ def check_row(row: dict, fields: tuple[Field, ...], where: str = "row") -> None:
       if not isinstance(value, list):
         raise ValueError(f"{where}: {f.name!r} must be a list")
       for i, item in enumerate(value):
-        check_row(item, f.fields, f"{where}.{f.name}[{i}]")
+        if f.type == "RECORD":
+          check_row(item, f.fields, f"{where}.{f.name}[{i}]")
+        else:
+          check_row({f.name: item}, (f._replace(mode="REQUIRED"),), f"{where}[{i}]")
       continue
     if f.type == "RECORD":
       check_row(value, f.fields, f"{where}.{f.name}")

@@ -10,13 +10,11 @@ from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy
 
 from model.format import NORMALIZED_SIGNATURE, OUTPUT_KEY
 from pipeline.chips import split_chip_key
+from pipeline.elements import PROB_SCALE
 from pipeline.metrics import inc_counter
 from transforms import preprocessing
 
 STAGE = "scoring"
-# Probabilities travel and are stored as bytes: 0..254 is probability x 254, 255 is nodata.
-PROB_SCALE = 254
-PROB_NODATA = 255
 
 
 class ChipScore(NamedTuple):
@@ -37,12 +35,29 @@ class SavedModelHandler(TFModelHandlerNumpy):
 
   Beam's handler loads with Keras `load_model`, which refuses plain SavedModels with
   signatures; only loading changes here, batching and metrics stay Beam's.
+
+  With `accelerator` (a Dataflow accelerator spec, see `pipeline.dataflow`) the inference step
+  carries it as a resource hint, and with `require_gpu` loading fails on a worker without a
+  GPU instead of silently scoring on CPU.
   """
+
+  def __init__(self, *args, accelerator: str | None = None, require_gpu: bool = False,
+               **kwargs):
+    super().__init__(*args, **kwargs)
+    self._accelerator = accelerator
+    self._require_gpu = require_gpu or bool(accelerator)
 
   def load_model(self):
     import tensorflow as tf
 
+    if self._require_gpu:
+      from pipeline import dataflow
+
+      dataflow.require_gpu("RunInference")
     return tf.saved_model.load(self._model_uri)
+
+  def get_resource_hints(self) -> dict:
+    return {"accelerator": self._accelerator} if self._accelerator else {}
 
 
 def infer_chips(model, batch, inference_args=None, model_id=None):
@@ -84,11 +99,27 @@ def to_chip_score(keyed: tuple[str, PredictionResult]) -> tuple[str, ChipScore]:
                             out[..., 1] > 0.5)
 
 
+def capped_batch_size(batch_size: int, max_batch_bytes: int | None, chip_size: int,
+                      num_bands: int) -> int:
+  """Largest batch in chips that stays within `max_batch_bytes` of model input (at least 1).
+
+  Chips are fixed-size (`[S, S, 2C+1]` float32), so a byte cap is a chip count. (Beam 2.77's
+  handler accepts `max_batch_weight`, but its BatchElements does not take it.)
+  """
+  if not max_batch_bytes:
+    return batch_size
+  chip_bytes = chip_size * chip_size * (2 * num_bands + 1) * 4
+  return max(1, min(batch_size, max_batch_bytes // chip_bytes))
+
+
 def make_model_handler(saved_model_dir: str, batch_size: int, large_model: bool = False,
-                       model_copies: int | None = None) -> KeyedModelHandler:
+                       model_copies: int | None = None, accelerator: str | None = None,
+                       require_gpu: bool = False) -> KeyedModelHandler:
+  """The keyed RunInference handler; see SavedModelHandler for `accelerator`/`require_gpu`."""
   return KeyedModelHandler(SavedModelHandler(
       saved_model_dir, inference_fn=infer_chips, min_batch_size=1, max_batch_size=batch_size,
-      large_model=large_model, model_copies=model_copies))
+      large_model=large_model, model_copies=model_copies, accelerator=accelerator,
+      require_gpu=require_gpu))
 
 
 class ScoreChips(beam.PTransform):

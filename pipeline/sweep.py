@@ -8,13 +8,17 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from model.format import ModelInfo
-from pipeline import aggregate
+from pipeline import aggregate, dataflow, incremental
+from pipeline.bigquery import WriteRowsToBigQuery
 from pipeline.chips import ChipFailure, ReadChips, failure_dead_letter, plan_chips, split_chip_key
 from pipeline.elements import DeadLetter, Pair, safe_name
 from pipeline.listing import ListCaptures
 from pipeline.metrics import inc_counter
+from pipeline.history import ScoreAgainstHistory
 from pipeline.pairing import PairConsecutive
-from pipeline.scoring import ScoreChips, make_model_handler
+from pipeline.usability import MaskSpec
+from pipeline.progress import ReportProgress
+from pipeline.scoring import ScoreChips, capped_batch_size, make_model_handler
 from pipeline.sinks import WriteTable
 from transforms import preprocessing
 
@@ -33,6 +37,14 @@ class SweepConfig:
     statistics: "archive" or "model" normalisation statistics.
     chip_overlap, batch_size, model_copies: chip and inference settings.
     num_shards, max_regions, min_region_pixels, write_maps, run_id: output settings.
+    bigquery_table: also load pair rows into this BigQuery table (PROJECT:DATASET.TABLE).
+    state, since, force: incremental sweeps (`pipeline.incremental`).
+    accelerator: Dataflow accelerator spec for inference (None: CPU); `gpu_hints` puts it on
+      the inference step as a resource hint, else it is job-wide (`pipeline.dataflow`).
+    max_batch_bytes: cap inference batches by chip bytes as well.
+    masks, min_usable_fraction: where cloud/QA masks come from; captures with fewer valid
+      pixels than this share are unusable.
+    history: a previous sweep's output (or history files) to score pairs against.
   """
   output: str
   model: ModelInfo
@@ -49,6 +61,16 @@ class SweepConfig:
   min_region_pixels: int = 4
   write_maps: bool = True
   run_id: str = "sweep"
+  bigquery_table: str | None = None
+  state: str | None = None
+  since: str | None = None
+  force: bool = False
+  accelerator: str | None = None
+  gpu_hints: bool = True
+  max_batch_bytes: int | None = None
+  masks: MaskSpec = MaskSpec()
+  min_usable_fraction: float = 0.1
+  history: str | None = None
 
   def __post_init__(self):
     if self.statistics not in ("archive", "model"):
@@ -57,6 +79,16 @@ class SweepConfig:
       raise ValueError(f"chip_overlap {self.chip_overlap} must be in 0..{self.chip_size // 2 - 1}")
     if self.batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+    if self.bigquery_table:
+      from pipeline.bigquery import parse_table
+
+      parse_table(self.bigquery_table)
+    if self.since:
+      from pipeline.incremental import parse_since
+
+      parse_since(self.since)
+    if self.max_batch_bytes is not None and self.max_batch_bytes < 1:
+      raise ValueError(f"max_batch_bytes must be >= 1, got {self.max_batch_bytes}")
     if len(self.bands) != len(self.model.bands):
       raise ValueError(f"the model reads {len(self.model.bands)} bands {list(self.model.bands)}"
                        f", but --bands gives {len(self.bands)}: {list(self.bands)}")
@@ -154,14 +186,25 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
   raw_metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(
       preprocessing.raw_feature_spec(nbands, size)))
   with tft_beam.Context(temp_dir=temp_dir):
-    files, dead_listing = p | "ListCaptures" >> ListCaptures(cfg.input, cfg.layout, cfg.manifest)
-    pairs, firsts, dead_pairing = files | "PairConsecutive" >> PairConsecutive(cfg.bands)
+    files, dead_listing = p | "ListCaptures" >> ListCaptures(cfg.input, cfg.layout, cfg.manifest,
+                                                             cfg.masks)
+    pairs, firsts, dead_pairing, records = files | "PairConsecutive" >> PairConsecutive(
+        cfg.bands, cfg.min_usable_fraction)
+    state = None
+    if cfg.state or cfg.since or cfg.force:
+      if cfg.state:
+        state = p | "ReadState" >> incremental.ReadState(cfg.state)
+      pairs, firsts = (pairs, firsts) | "SelectNewPairs" >> incremental.SelectNewPairs(
+          state, cfg.since, cfg.force)
+    if cfg.accelerator:
+      _ = p | "CheckGpu" >> dataflow.CheckGpu(cfg.accelerator if cfg.gpu_hints else None)
     tasks = (pairs
              | "PlanChips" >> beam.FlatMap(plan_chips, size, cfg.chip_overlap)
              | "ReshuffleChips" >> beam.Reshuffle())
     if cfg.statistics == "archive":
       sample = tasks | "ReadChips[Statistics]" >> beam.ParDo(
-          ReadChips(size, count_metrics=False)).with_outputs("failed", main="chips")
+          ReadChips(size, count_metrics=False, mask_values=cfg.masks.values)).with_outputs(
+              "failed", main="chips")
       transform_fn = ((sample.chips, raw_metadata) | "ComputeStatistics" >>
                       tft_beam.AnalyzeDataset(preprocessing.make_preprocessing_fn(nbands, size)))
       _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
@@ -169,10 +212,13 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
     else:
       transform_fn = p | "ReadModelStatistics" >> tft_beam.ReadTransformFn(
           cfg.model.transform_dir)
-    chips = tasks | "ReadChips[Score]" >> beam.ParDo(ReadChips(size)).with_outputs(
-        "failed", main="chips")
-    handler = make_model_handler(cfg.model.saved_model_dir, cfg.batch_size,
-                                 model_copies=cfg.model_copies)
+    chips = tasks | "ReadChips[Score]" >> beam.ParDo(
+        ReadChips(size, mask_values=cfg.masks.values)).with_outputs("failed", main="chips")
+    handler = make_model_handler(
+        cfg.model.saved_model_dir,
+        capped_batch_size(cfg.batch_size, cfg.max_batch_bytes, size, nbands),
+        model_copies=cfg.model_copies, accelerator=cfg.accelerator if cfg.gpu_hints else None,
+        require_gpu=bool(cfg.accelerator))
     scores, dlq = chips.chips | "ScoreChips" >> ScoreChips(transform_fn, raw_metadata, handler,
                                                            nbands, size)
     failures = ((chips.failed | "KeyReadFailures" >> beam.Map(lambda f: (f.pair_id, f)),
@@ -184,17 +230,26 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
               | "JoinChipsToPairs" >> beam.CoGroupByKey())
     rows = joined | "AggregatePairs" >> beam.ParDo(AggregatePair(cfg)).with_outputs(
         "chips", "dead", main="pairs")
+    _ = scores | "Progress[chips]" >> ReportProgress("chips", tasks)
+    _ = rows.pairs | "Progress[pairs]" >> ReportProgress("pairs", pairs)
   run_id = cfg.run_id
   dead = ((dead_listing, dead_pairing, rows.dead)
           | "FlattenDeadLetters" >> beam.Flatten()
           | "DeadLetterRows" >> beam.Map(lambda d: {**d.to_row(), "run_id": run_id}))
   _ = dead | "CountDeadLetters" >> beam.Map(lambda _: inc_counter("dead_letter", "records"))
   first_rows = firsts | "FirstCaptureRows" >> beam.Map(lambda f: {**f.to_row(), "run_id": run_id})
-  out = {"pairs": rows.pairs, "chips": rows.chips, "first_captures": first_rows,
-         "dead_letter": dead}
+  pair_rows, history_rows = ((rows.pairs, records)
+                             | "ScoreAgainstHistory" >> ScoreAgainstHistory(cfg.history, run_id))
+  out = {"pairs": pair_rows, "chips": rows.chips, "first_captures": first_rows,
+         "dead_letter": dead, "history": history_rows}
   for table, pcoll in out.items():
     pcoll | f"Write[{table}]" >> WriteTable(cfg.output, table, cfg.num_shards,
-                                            parquet=table in ("pairs", "chips"))
+                                            parquet=table in ("pairs", "chips", "history"))
+  if cfg.bigquery_table:
+    _ = out["pairs"] | "WriteBigQuery[pairs]" >> WriteRowsToBigQuery(cfg.bigquery_table)
+  if cfg.state:
+    _ = (out["pairs"], out["first_captures"]) | "WriteState" >> incremental.WriteState(
+        cfg.state, state, run_id)
   return out
 
 

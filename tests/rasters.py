@@ -54,3 +54,51 @@ def write_series(root: str, location: str, dates: list[str], h: int = 64, w: int
     paths.append(write_raster(os.path.join(root, location, f"{date}.tif"), data,
                               descriptions=("B02", "B03", "B04", "B08"), **kw))
   return paths
+
+
+def seasonal_series(root: str, location: str, start: str, days: int, every: int, *,
+                    seed: int, change_on: str | None = None, cloudy_every: int = 7,
+                    overcast: tuple[int, ...] = (), nodata_at: tuple[int, ...] = (),
+                    size: int = 32) -> list[dict]:
+  """A multi-year series with a seasonal cycle, clouds flagged in a QA band and nodata captures.
+
+  Bands B02, B03, B04, B08 follow an annual cycle (NIR swings most, like vegetation), plus
+  noise; every `cloudy_every`-th capture has a bright cloud over part of the scene, flagged in
+  band 5 (QA = 1); captures at indexes in `overcast` are fully cloudy, those in `nodata_at` all
+  nodata. From `change_on`, a block of pixels switches to a flat, bright land cover.
+
+  Returns:
+    One dict per capture: date, path, and the cloud mask (or None).
+  """
+  import datetime as dt
+
+  rng = np.random.default_rng(seed)
+  texture = scene(seed, size, size, 4).astype(np.float64) - 1000
+  t0 = dt.date.fromisoformat(start)
+  out = []
+  for i, day in enumerate(range(0, days, every)):
+    date = t0 + dt.timedelta(days=day)
+    phase = 2 * np.pi * date.timetuple().tm_yday / 365.25
+    season = np.array([60, 120, 90, 900])[:, None, None] * np.sin(phase)
+    data = 1200 + 0.3 * texture + season + rng.normal(0, 15, (4, size, size))
+    if change_on and date.isoformat() >= change_on:
+      data[:, 8:20, 8:20] = np.array([2600, 2700, 2900, 3000])[:, None, None]
+    qa = np.zeros((1, size, size))
+    cloud = None
+    if i in overcast:
+      qa[:] = 1
+    elif cloudy_every and i % cloudy_every == 3:
+      r, c = rng.integers(0, size // 2, 2)
+      cloud = np.zeros((size, size), bool)
+      cloud[r:r + size // 3, c:c + size // 3] = True
+      data[:, cloud] = 7000
+      qa[0, cloud] = 1
+    if i in nodata_at:
+      data[:] = 0
+    stack = np.concatenate([data.clip(1, 60000), qa]).astype(np.uint16)
+    if i in nodata_at:
+      stack[:] = 0
+    path = write_raster(os.path.join(root, location, f"{date.isoformat()}.tif"), stack,
+                        nodata=0, descriptions=("B02", "B03", "B04", "B08", "QA"))
+    out.append({"date": date.isoformat(), "path": path, "cloud": cloud, "index": i})
+  return out

@@ -86,7 +86,7 @@ def test_every_bad_input_is_a_dead_letter_with_its_stage_and_reason(bad_run):
       "nbands/2020-02-01.tif": ("pairing", "'B08' is absent"),
       "cplx/2020-01-01.tif": ("metadata", "complex64 is not supported"),
       "dtype/2020-02-01.tif": ("pairing", "data type float32 differs"),
-      "empty/2020-02-01.tif": ("aggregate", "no pixel is valid in both captures"),
+      "empty/2020-02-01.tif": ("usability", "unusable: 0.0% of pixels are valid"),
   }
   assert set(dead) == set(expect)
   for name, (stage, reason) in expect.items():

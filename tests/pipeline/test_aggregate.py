@@ -3,7 +3,8 @@ import pytest
 
 from pipeline.aggregate import change_regions, stitch, summarize
 from pipeline.elements import Pair, SceneRef
-from pipeline.scoring import PROB_SCALE, ChipScore
+from pipeline.elements import PROB_SCALE
+from pipeline.scoring import ChipScore
 from transforms.tiling import chip_grid
 
 

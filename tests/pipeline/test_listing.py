@@ -9,7 +9,8 @@ def test_entry_from_path_is_relative_to_the_root():
   entry = entry_from_path("/a/archive", Layout.parse("{location}/{date}.tif"),
                           "/a/archive/farm/2020-01-01.tif", 10)
   assert entry == CaptureFile("farm", "2020-01-01T00:00:00", None,
-                              "/a/archive/farm/2020-01-01.tif", 10)
+                              "/a/archive/farm/2020-01-01.tif", 10,
+                              fields=(("date", "2020-01-01"), ("location", "farm")))
 
 
 def test_csv_manifest_resolves_relative_uris_and_dead_letters_bad_rows():

@@ -7,7 +7,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from model.format import ModelDirError, export_model_dir, read_model_info
-from pipeline.scoring import PROB_SCALE, make_model_handler, to_chip_score
+from pipeline.elements import PROB_SCALE
+from pipeline.scoring import make_model_handler, to_chip_score
 from transforms import preprocessing as pp
 
 SIZE, BANDS = 16, 2

@@ -1,0 +1,17 @@
+"""Flex Template entry point: the launcher runs this with `--PARAM=VALUE` for each parameter.
+
+It builds the same sweep as `changesweep sweep` and submits it without waiting.
+"""
+import logging
+import sys
+
+from pipeline import dataflow
+from pipeline.main import UsageError
+
+if __name__ == "__main__":
+  logging.basicConfig(level=logging.INFO)
+  try:
+    dataflow.submit(sys.argv[1:])
+  except UsageError as e:
+    print(f"changesweep (flex template): error: {e}", file=sys.stderr)
+    sys.exit(2)

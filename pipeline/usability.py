@@ -1,0 +1,91 @@
+"""Is a capture usable? Masks from nodata/NaN, a QA band or a sidecar mask file, and the statistics
+of the valid pixels, from one decimated read per file (a few hundred pixels a side)."""
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+import numpy as np
+from rasterio.enums import Resampling
+
+from pipeline import rasters
+
+# Side of the decimated grid the usability check reads; the chips read the full resolution.
+STATS_SIDE = 256
+
+
+class FileStats(NamedTuple):
+  """Valid share and per-band statistics of one file's valid pixels (all its bands)."""
+  usable_fraction: float
+  band_means: tuple[float, ...]
+  band_stds: tuple[float, ...]
+
+
+class MaskSpec(NamedTuple):
+  """Where masks come from, besides nodata and non-finite values.
+
+  Attributes:
+    band: a band of the capture that flags bad pixels (name or 1-based index), or None.
+    layout: a path template, relative to the archive, of sidecar mask files, or None.
+    values: mask values meaning "bad"; empty means any non-zero value is bad.
+  """
+  band: str | None = None
+  layout: str | None = None
+  values: tuple[int, ...] = ()
+
+
+def is_masked(values: np.ndarray, mask_values: tuple[int, ...]) -> np.ndarray:
+  """True where a mask band or file flags a pixel."""
+  return np.isin(values, mask_values) if mask_values else values != 0
+
+
+_FIELD = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+
+
+def sidecar_uri(root: str, mask_layout: str, fields: dict[str, str]) -> str:
+  """The sidecar mask of a capture: the mask layout filled with the capture's own path fields.
+
+  Raises:
+    KeyError: the mask layout names a field the capture's path does not have.
+  """
+  rel = _FIELD.sub(lambda m: fields[m.group(1)], mask_layout)
+  return f"{root.rstrip('/')}/{rel}"
+
+
+def file_stats(uri: str, nodata: float | None, mask_band: int | None = None,
+               mask_uri: str | None = None, mask_values: tuple[int, ...] = ()) -> FileStats:
+  """Statistics of a file's valid pixels on a decimated grid.
+
+  A pixel is valid where every band but the mask band is (a QA band's zeros may share the
+  nodata value) and the mask band or file does not flag it.
+
+  Args:
+    mask_band: 0-based band of this file that flags bad pixels.
+    mask_uri: a sidecar mask file on the same grid.
+  """
+  with rasters.open_raster(uri) as src:
+    scale = max(1, int(np.ceil(max(src.height, src.width) / STATS_SIDE)))
+    shape = (max(1, src.height // scale), max(1, src.width // scale))
+    data = src.read(out_shape=(src.count, *shape), resampling=Resampling.nearest,
+                    out_dtype="float64")
+    masks = src.read_masks(out_shape=(src.count, *shape), resampling=Resampling.nearest)
+  bands = [b for b in range(data.shape[0]) if b != mask_band] or [0]
+  valid = (masks[bands] > 0).all(axis=0) & np.isfinite(data[bands]).all(axis=0)
+  if nodata is not None:
+    valid &= (data[bands] != nodata).all(axis=0)
+  if mask_band is not None:
+    valid &= ~is_masked(data[mask_band], mask_values)
+  if mask_uri is not None:
+    with rasters.open_raster(mask_uri) as m:
+      if (m.height, m.width) != (src.height, src.width):
+        raise rasters.RasterError(f"mask {mask_uri} is {m.height}x{m.width}, the capture "
+                                  f"{src.height}x{src.width}")
+      flags = m.read(1, out_shape=shape, resampling=Resampling.nearest)
+    valid &= ~is_masked(flags, mask_values)
+  n = int(valid.sum())
+  if n == 0:
+    nan = tuple(float("nan") for _ in range(data.shape[0]))
+    return FileStats(0.0, nan, nan)
+  pixels = data[:, valid]
+  return FileStats(n / valid.size, tuple(float(v) for v in pixels.mean(axis=1)),
+                   tuple(float(v) for v in pixels.std(axis=1)))

@@ -1,0 +1,131 @@
+"""Incremental sweeps: nights of captures arriving in turn give exactly the pairs of one full run,
+none twice; --since and --force; the state file."""
+import os
+import shutil
+
+import pytest
+
+from pipeline import incremental
+from pipeline import main as sweep_main
+from pipeline.elements import Pair, SceneRef
+from pipeline.pairing import FirstCapture
+from pipeline.sinks import read_jsonl_rows
+from tests.conftest import CVA_MODEL
+from tests.rasters import write_series
+
+
+def scene(location, at):
+  return SceneRef(location, at, (f"{location}/{at}.tif",), ("B02",), 8, 8, "uint16", "", (1.0,) * 6,
+                  None, 1)
+
+
+def pair(location, before, after):
+  return Pair(f"{location}:{before}:{after}", scene(location, before), scene(location, after),
+              (0,), (0,))
+
+
+@pytest.mark.parametrize("after,last,since,force,new", [
+    ("2020-01-02T00:00:00", None, None, False, True),
+    ("2020-01-02T00:00:00", "2020-01-02T00:00:00", None, False, False),
+    ("2020-01-02T00:00:01", "2020-01-02T00:00:00", None, False, True),
+    ("2020-01-02T00:00:00", "2020-01-05T00:00:00", None, True, True),
+    ("2020-01-02T00:00:00", None, "2020-01-03", False, False),
+    ("2020-01-03T23:00:00", None, "2020-01-03", False, True),
+    ("2020-01-02T00:00:00", "2019-01-01T00:00:00", "2020-01-03", True, False),
+])
+def test_is_new(after, last, since, force, new):
+  assert incremental.is_new(after, last, since, force) is new
+
+
+def test_select_new_keeps_the_new_capture_paired_with_an_old_one():
+  pairs = [pair("a", "2020-01-01T00:00:00", "2020-02-01T00:00:00"),
+           pair("a", "2020-02-01T00:00:00", "2020-03-01T00:00:00")]
+  firsts = [FirstCapture("a", "2020-01-01T00:00:00", "a/1.tif")]
+  new, new_firsts = incremental.select_new("a", pairs, firsts, "2020-02-01T00:00:00")
+  assert new == pairs[1:] and new_firsts == []  # before (Feb) predates the last run: still paired
+  assert incremental.select_new("a", pairs, firsts, None) == (pairs, firsts)
+  assert incremental.select_new("a", pairs, firsts, "2020-03-01T00:00:00", force=True) == (
+      pairs, firsts)
+
+
+def test_state_round_trip_and_corrupt_state():
+  states = [incremental.LocationState("a", "2020-01-01T00:00:00", "r1"),
+            incremental.LocationState("a", "2020-03-01T00:00:00", "r2"),
+            incremental.LocationState("a", "2020-02-01T00:00:00", "r3")]
+  text = "\n".join(s.to_json() for s in states) + "\n\n"
+  assert incremental.parse_state(text) == states
+  assert incremental.advance(states).run_id == "r2"
+  with pytest.raises(ValueError, match="state:2"):
+    incremental.parse_state(states[0].to_json() + "\n{\"location\": \"b\"}\n")
+  with pytest.raises(ValueError, match="YYYY-MM-DD"):
+    incremental.parse_since("last tuesday")
+
+
+# Three locations; captures arrive over three nights. `rio` gets nothing on night 2, `lima`
+# appears only on night 3, `oslo` gets two captures in one night.
+ARRIVALS = {
+    1: {"oslo": ["2020-01-01", "2020-01-11"], "rio": ["2020-01-03"]},
+    2: {"oslo": ["2020-01-21", "2020-01-31"]},
+    3: {"oslo": ["2020-02-10"], "rio": ["2020-02-12", "2020-02-20"], "lima": ["2020-02-01"]},
+}
+
+
+def _pairs(out):
+  return [(r["location"], r["before_captured_at"][:10], r["after_captured_at"][:10])
+          for r in read_jsonl_rows(str(out), "pairs")]
+
+
+def _sweep(archive, out, *args):
+  return sweep_main.run(["--input", str(archive), "--output", str(out), "--model", CVA_MODEL,
+                         "--statistics", "model", "--no_maps", "--run_id", os.path.basename(out),
+                         *args])
+
+
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory):
+  root = tmp_path_factory.mktemp("incremental")
+  source, archive = root / "source", root / "archive"
+  for seed, loc in enumerate(sorted({l for night in ARRIVALS.values() for l in night})):
+    dates = sorted(d for night in ARRIVALS.values() for d in night.get(loc, []))
+    write_series(str(source), loc, dates, h=40, w=48, seed=seed, change_at=len(dates) // 2)
+  state = root / "state" / "locations.jsonl"
+  per_night, firsts = [], []
+  for night, arrived in sorted(ARRIVALS.items()):
+    for loc, dates in arrived.items():
+      os.makedirs(archive / loc, exist_ok=True)
+      for d in dates:
+        shutil.copy(source / loc / f"{d}.tif", archive / loc / f"{d}.tif")
+    out = root / f"night{night}"
+    _sweep(archive, out, "--state", str(state))
+    per_night.append(_pairs(out))
+    firsts.append(sorted(r["location"] for r in read_jsonl_rows(str(out), "first_captures")))
+  full = root / "full"
+  _sweep(archive, full)
+  return {"root": root, "archive": archive, "state": state, "per_night": per_night,
+          "firsts": firsts, "full": sorted(_pairs(full))}
+
+
+def test_three_nights_give_the_pairs_of_one_full_run_none_twice(nights):
+  incremental_pairs = [p for night in nights["per_night"] for p in night]
+  assert len(incremental_pairs) == len(set(incremental_pairs))
+  assert sorted(incremental_pairs) == nights["full"]
+  assert len(nights["full"]) == 7
+  # night 2 pairs oslo's new capture with the one scored on night 1
+  assert ("oslo", "2020-01-11", "2020-01-21") in nights["per_night"][1]
+  assert nights["firsts"] == [["oslo", "rio"], [], ["lima"]]
+
+
+def test_state_holds_the_last_capture_of_every_location(nights):
+  state = incremental.read_state_file(str(nights["state"]))
+  assert state == {"oslo": "2020-02-10T00:00:00", "rio": "2020-02-20T00:00:00",
+                   "lima": "2020-02-01T00:00:00"}
+
+
+def test_a_fourth_night_without_arrivals_scores_nothing_and_force_since_rescores(nights):
+  again = nights["root"] / "night4"
+  _sweep(nights["archive"], again, "--state", str(nights["state"]))
+  assert _pairs(again) == []
+  forced = nights["root"] / "forced"
+  _sweep(nights["archive"], forced, "--state", str(nights["state"]), "--force",
+         "--since", "2020-02-01")
+  assert sorted(_pairs(forced)) == sorted(p for p in nights["full"] if p[2] >= "2020-02-01")

@@ -1,0 +1,192 @@
+"""The sweep report: its content against a real sweep's rows, escaping, limits and errors."""
+import contextlib
+import html.parser
+import io
+import json
+import os
+import shutil
+
+import pytest
+from PIL import Image
+
+from pipeline import main as sweep_main
+from pipeline import report
+from pipeline.sinks import read_jsonl_rows
+from tests.conftest import CVA_MODEL, SAMPLE_ARCHIVE
+
+
+class Page(html.parser.HTMLParser):
+  """What the tests read off the page: table rows by pair id, image sources, cards, text."""
+
+  def __init__(self, text):
+    super().__init__()
+    self.table_rows, self.images, self.pair_sections, self.text = [], [], [], []
+    self._in_table = False
+    self.feed(text)
+
+  def handle_starttag(self, tag, attrs):
+    a = dict(attrs)
+    if tag == "table":
+      self._in_table = a.get("id") == "pairs-table"
+    if tag == "tr" and self._in_table and "data-pair-id" in a:
+      self.table_rows.append(a["data-pair-id"])
+    if tag == "img":
+      self.images.append(a["src"])
+    if tag == "div" and a.get("class") == "pair":
+      self.pair_sections.append(a["id"][len("pair-"):])
+
+  def handle_endtag(self, tag):
+    if tag == "table":
+      self._in_table = False
+
+  def handle_data(self, data):
+    self.text.append(data)
+
+
+def read_page(path):
+  with open(path, encoding="utf-8") as f:
+    return Page(f.read())
+
+
+@pytest.fixture(scope="module")
+def sample_report(tmp_path_factory):
+  """`changesweep sweep` over the sample archive: it writes the report and ends with its path."""
+  out = str(tmp_path_factory.mktemp("report"))
+  stdout = io.StringIO()
+  with contextlib.redirect_stdout(stdout):
+    code = sweep_main.main(["--input", SAMPLE_ARCHIVE, "--output", out, "--model", CVA_MODEL,
+                            "--run_id", "t"])
+  assert code == 0
+  index = os.path.join(out, "report", "index.html")
+  assert stdout.getvalue().splitlines()[-1] == f"  report: {index}"
+  with open(os.path.join(out, "run.json")) as f:
+    return out, json.load(f), index
+
+
+def copy_run(out, dest):
+  """The files the report reads, copied (the change maps stay where the rows point)."""
+  for sub in ("pairs", "dead_letter"):
+    shutil.copytree(os.path.join(out, sub), os.path.join(dest, sub))
+  shutil.copy(os.path.join(out, "run.json"), dest)
+  return str(dest)
+
+
+def test_table_holds_every_pair_in_change_score_order(sample_report):
+  out, _, index = sample_report
+  assert index == os.path.join(out, "report", "index.html")
+  pairs = read_jsonl_rows(out, "pairs")
+  expected = [r["pair_id"] for r in sorted(pairs, key=lambda r: -r["change_score"])]
+  page = read_page(index)
+  assert page.table_rows == expected
+  assert page.pair_sections == expected  # 4 pairs < top 20: every pair has quicklooks
+  text = " ".join(page.text)
+  for r in pairs:
+    assert f"{r['change_score']:.3f}" in text and r["location"] in text
+
+
+def test_summary_and_attribution_match_run_json(sample_report):
+  out, summary, index = sample_report
+  text = " ".join(read_page(index).text)
+  for key, label in (("locations", "locations"), ("pairs", "pairs scored"),
+                     ("chips", "chips"), ("dead_letters", "dead letters")):
+    assert f"{summary['counts'][key]} {label}" in " ".join(text.split())
+  assert "changesweep report: t" in text
+  assert "Contains modified Copernicus Sentinel data" in text
+  assert summary["model"]["id"] in text and "Dead letters (0)" in text
+  # progress counters went into the run's metrics: everything planned was done
+  m = summary["metrics"]
+  assert m["progress/pairs_done"] == m["progress/pairs_planned"] == summary["counts"]["pairs"]
+  assert m["progress/chips_done"] == m["progress/chips_planned"] == summary["counts"]["chips"]
+
+
+def test_images_exist_and_decode(sample_report):
+  out, summary, index = sample_report
+  page = read_page(index)
+  n = summary["counts"]["pairs"]
+  kinds = [os.path.basename(src).rsplit("-", 1)[-1] for src in page.images]
+  assert kinds.count("quicklook.png") == n and kinds.count("regions.png") == n
+  assert sum(src.startswith("img/series-") for src in page.images) == summary["counts"][
+      "locations"]
+  for src in page.images:
+    assert not src.startswith(("http:", "https:", "//"))  # no network needed
+    with Image.open(os.path.join(out, "report", src)) as img:
+      img.load()
+      assert img.format == "PNG" and img.width > 200 and img.height > 150
+
+
+def test_pairs_csv_lists_all_pairs_ranked(sample_report):
+  out, _, _ = sample_report
+  with open(os.path.join(out, "report", "pairs.csv")) as f:
+    lines = f.read().splitlines()
+  ranked = report.rank_pairs(read_jsonl_rows(out, "pairs"))
+  assert lines[0].startswith("rank,pair_id,location")
+  assert [line.split(",")[1] for line in lines[1:]] == [r["pair_id"] for r in ranked]
+
+
+def test_large_runs_show_top_n_and_link_the_rest(sample_report, tmp_path):
+  out, _, _ = sample_report
+  run = copy_run(out, tmp_path / "big")
+  index = report.write_report(run, top_n=2, max_rows=3)
+  page = read_page(index)
+  ranked = [r["pair_id"] for r in report.rank_pairs(read_jsonl_rows(run, "pairs"))]
+  assert page.table_rows == ranked[:3]
+  assert page.pair_sections == ranked[:2]
+  assert "Showing the top 3 of 4 pairs" in " ".join(page.text)
+  assert 'href="pairs.csv"' in open(index).read()
+
+
+def test_unreadable_capture_is_noted_not_fatal(sample_report, tmp_path):
+  out, _, _ = sample_report
+  run = copy_run(out, tmp_path / "moved")
+  path = os.path.join(run, "pairs", os.listdir(os.path.join(run, "pairs"))[0])
+  rows = [json.loads(line) for line in open(path).read().splitlines() if line.strip()]
+  rows[0]["after_uri"] = str(tmp_path / "gone.tif")
+  with open(path, "w") as f:
+    f.write("".join(json.dumps(r) + "\n" for r in rows))
+  logged = []
+  page = read_page(report.write_report(run, log=logged.append))
+  assert len(logged) == 1 and "gone.tif" in logged[0]
+  assert "quicklook not drawn" in " ".join(page.text)
+  assert len(page.table_rows) == len(rows)
+
+
+def test_archive_text_is_escaped():
+  hostile = '<script>alert("x")</script><img src=x onerror=alert(1)>&$\\alpha$'
+  row = {"pair_id": '"><i>id', "location": hostile, "before_captured_at": "2020-01-01T00:00:00",
+         "after_captured_at": "2021-01-01T00:00:00", "before_uri": hostile, "after_uri": hostile,
+         "change_score": 0.5, "changed_fraction": 0.1, "changed_pixels": 3,
+         "valid_fraction": 1.0, "regions": [], "crs": hostile, "change_map_uri": None}
+  dead = [{"uri": hostile, "stage": "listing", "reason": hostile, "location": hostile}]
+  summary = {"run_id": hostile, "archive": hostile, "output": "/x", "counts": {"pairs": 1},
+             "model": {"id": hostile, "version": "1", "bands": [hostile]}}
+  page = report.render_html(summary, [row], dead, {'"><i>id': {"error": hostile}},
+                            [(hostile, "img/series-000.png")], attribution=hostile)
+  assert "<script>alert" not in page and "<img src=x" not in page and '"><i>' not in page
+  assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+  assert page.count("<script>") == 1  # the page's own sorting script only
+  parsed = Page(page)
+  assert parsed.table_rows == ['"><i>id'] and parsed.images == ["img/series-000.png"]
+  # matplotlib labels: '$' must not start mathtext
+  assert report.series_figure(hostile, [row])[:4] == b"\x89PNG"
+
+
+def test_no_report_option_is_known_to_the_sweep():
+  from apache_beam.options.pipeline_options import PipelineOptions
+
+  from pipeline.options import SweepOptions
+
+  assert PipelineOptions(["--no_report"]).view_as(SweepOptions).no_report
+  assert not PipelineOptions([]).view_as(SweepOptions).no_report
+
+
+def test_cli_help_and_errors(tmp_path, capsys):
+  with pytest.raises(SystemExit) as e:
+    report.main(["--help"])
+  assert e.value.code == 0
+  assert "example: changesweep report" in capsys.readouterr().out
+  assert report.main([str(tmp_path)]) == 2
+  err = capsys.readouterr().err
+  assert "run.json" in err and str(tmp_path) in err
+  with pytest.raises(SystemExit):
+    report.main([str(tmp_path), "--top", "-1"])
+  assert "--top" in capsys.readouterr().err
