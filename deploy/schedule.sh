@@ -43,7 +43,7 @@ done
 
 # The launch request (projects.locations.flexTemplates.launch). Parameters are fixed, so the
 # output folder uses {date}: the sweep replaces it with the UTC date when it starts.
-BODY="$(python3 - "$@" <<PY
+BODY="$(python3 - <<PY
 import json
 params = {"output": "gs://${BUCKET}/sweeps/{date}", "state": "gs://${BUCKET}/state/changesweep.jsonl",
           "statistics": "model"}

@@ -13,9 +13,13 @@ Fitting per chip is what IR-MAD is designed for (the canonical weights describe 
 pair radiometry, so they cannot be carried from one scene to another), keeps the model
 stateless, and makes it invariant to any per-band affine change of either capture.
 
-The only parameter fitted on data is the probability threshold, chosen to maximise F1 on the
-labelled training pairs (`fit_and_export`); without labels use 0.99 (the classical
-significance level). The transform_fn is computed on the same pairs (IR-MAD does not need it,
+The only parameter fitted on data is the decision threshold on `Z`, chosen to maximise F1 on
+the labelled training pairs (`fit_and_export`). Because the chi-square probability saturates
+at 1.0 in float32 far below the useful cut (the F1-optimal cut on OSCD lies beyond
+P = 1 - 1e-5), the exported network rescales the statistic, `P_chi2(Z * z_scale; C)` with
+`z_scale = median(chi2_C) / Z_cut`, so the cut sits at probability 0.5 (the metadata
+threshold) and the output is still a monotone chi-square probability. With `z_scale = 1`
+(no labels) the classical rule is a probability threshold of 0.99. The transform_fn is computed on the same pairs (IR-MAD does not need it,
 being affine invariant, but the model directory format requires it).
 """
 from __future__ import annotations
@@ -31,17 +35,18 @@ import tensorflow as tf
 from model import data as pair_data
 from model import metrics as pair_metrics
 
-THRESHOLD_CANDIDATES = np.concatenate([np.linspace(0.05, 0.95, 19),
-                                       [0.97, 0.99, 0.995, 0.999, 0.9999, 0.99999]])
+QUANTILES = np.concatenate([np.linspace(0.5, 0.98, 25), [0.985, 0.99, 0.995, 0.998, 0.999]])
 
 
 class IRMADNetwork(tf.Module):
   """`(before, after)` `[b, S, S, C]` -> chi-square change probability `[b, S, S]`."""
 
-  def __init__(self, iterations: int = 10, regularisation: float = 1e-4):
+  def __init__(self, iterations: int = 10, regularisation: float = 1e-4,
+               z_scale: float = 1.0):
     super().__init__(name="irmad")
     self.iterations = iterations
     self.regularisation = regularisation
+    self.z_scale = float(z_scale)
 
   def statistic(self, before, after):
     """Chi-square statistic `Z` `[b, S, S]` and canonical correlations `[b, C]`."""
@@ -87,7 +92,7 @@ class IRMADNetwork(tf.Module):
   def __call__(self, before, after):
     z, _ = self.statistic(before, after)
     c = float(before.shape[-1])
-    return tf.math.igamma(c / 2.0, z / 2.0)
+    return tf.math.igamma(c / 2.0, z * self.z_scale / 2.0)
 
 
 def fit_and_export(pairs: str, out_dir: str, data_root: str | None = None,
@@ -103,28 +108,31 @@ def fit_and_export(pairs: str, out_dir: str, data_root: str | None = None,
   loaded = [pair_data.load_pair(r) for r in records]
   transform_dir = os.path.join(tempfile.mkdtemp(prefix="irmad-tft-"), "transform_fn")
   mean, std = compute_transform(loaded, len(bands), chip_size, transform_dir)
+  from scipy.stats import chi2
   net = IRMADNetwork(iterations)
-  fn = tf.function(net.__call__, reduce_retracing=True)
-  probs, labels = [], []
+  fn = tf.function(lambda b, a: net.statistic(b, a)[0], reduce_retracing=True)
+  stats, labels = [], []
   for p in loaded:
-    prob = predict_scene(lambda b, a: fn(tf.constant((b - mean) / std),
-                                         tf.constant((a - mean) / std)).numpy(),
-                         p.before, p.after, chip_size)
-    probs.append(prob.ravel())
+    z = predict_scene(lambda b, a: fn(tf.constant((b - mean) / std),
+                                      tf.constant((a - mean) / std)).numpy(),
+                      p.before, p.after, chip_size)
+    stats.append(z.ravel())
     labels.append(p.label.ravel())
-  prob, label = np.concatenate(probs), np.concatenate(labels)
-  threshold, f1 = pair_metrics.best_threshold(prob, label, THRESHOLD_CANDIDATES)
-  scores = pair_metrics.Confusion().add(prob > threshold, label).scores()
-  log(f"IR-MAD: threshold {threshold} (F1 {f1:.3f} on the fitting pairs)")
+  z, label = np.concatenate(stats), np.concatenate(labels)
+  z_cut, f1 = pair_metrics.best_threshold(z, label, np.quantile(z[label >= 0], QUANTILES))
+  scores = pair_metrics.Confusion().add(z > z_cut, label).scores()
+  z_scale = float(chi2.median(len(bands)) / z_cut)
+  net = IRMADNetwork(iterations, z_scale=z_scale)
+  log(f"IR-MAD: Z cut {z_cut:.1f} (F1 {f1:.3f} on the fitting pairs), z_scale {z_scale:.4g}")
   info = model_format.export_model_dir(out_dir, net, transform_dir, {
       "model_id": model_id, "version": version, "kind": "irmad", "bands": list(bands),
-      "chip_size": chip_size, "threshold": float(threshold),
+      "chip_size": chip_size, "threshold": 0.5,
       "description": ("IR-MAD fitted per chip in the graph (Nielsen 2007); change probability "
-                      "= chi-square CDF of the MAD statistic; threshold chosen for F1 on the "
-                      "labelled fitting pairs."),
+                      "= chi-square CDF of the MAD statistic rescaled so that the cut on Z "
+                      "chosen for F1 on the labelled fitting pairs is at 0.5."),
       "training": {"manifest": os.path.basename(pairs), "pairs": [r.pair_id for r in records],
-                   "iterations": iterations, "band_mean": mean.tolist(),
-                   "band_std": std.tolist()},
+                   "iterations": iterations, "z_cut": float(z_cut), "z_scale": z_scale,
+                   "band_mean": mean.tolist(), "band_std": std.tolist()},
       "metrics": {"fitting_pairs": scores},
   })
   return info.raw
