@@ -44,6 +44,8 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
   # Rows name captures by absolute path, so reports and maps resolve from anywhere.
   if opts.input and "://" not in opts.input:
     opts.input = os.path.abspath(opts.input)
+  if opts.manifest and "://" not in opts.manifest:
+    opts.manifest = os.path.abspath(opts.manifest)
   try:
     Layout.parse(opts.layout)
   except ValueError as e:
