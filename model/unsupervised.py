@@ -244,9 +244,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  # A process that ran a tf.Transform analysis may crash at interpreter exit after its work
-  # is done; leave with the real status instead.
-  _code = main()
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os._exit(_code)
+  from model.entry import exit_after
+
+  exit_after(main)

@@ -45,13 +45,17 @@ def summarize(prob: np.ndarray, valid: np.ndarray, threshold: float) -> dict:
   if n_valid == 0:
     return {"valid_fraction": 0.0, "changed_fraction": None, "changed_pixels": 0,
             "mean_change_prob": None, "max_change_prob": None, "change_score": None}
-  p = prob[valid].astype(np.float32) / PROB_SCALE
+  # One float copy of the valid pixels, scaled and partitioned in place (the mean is taken
+  # before): at 10980^2 px, separate copies were ~0.9 GB of a worker. Same values and sums.
+  p = prob[valid].astype(np.float32)
+  p /= PROB_SCALE
   changed = int((p >= threshold).sum())
+  mean, top_value = float(p.mean()), float(p.max())
   k = max(1, int(math.ceil(_TOP_FRACTION * p.size)))
-  top = np.partition(p, p.size - k)[p.size - k:]
+  p.partition(p.size - k)
   return {"valid_fraction": n_valid / valid.size, "changed_fraction": changed / n_valid,
-          "changed_pixels": changed, "mean_change_prob": float(p.mean()),
-          "max_change_prob": float(p.max()), "change_score": float(top.mean())}
+          "changed_pixels": changed, "mean_change_prob": mean,
+          "max_change_prob": top_value, "change_score": float(p[p.size - k:].mean())}
 
 
 def change_regions(prob: np.ndarray, valid: np.ndarray, threshold: float,

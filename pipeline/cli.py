@@ -73,9 +73,6 @@ def main(argv: list[str] | None = None) -> int:
   if command not in COMMANDS:
     print(f"changesweep: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
-  code = COMMANDS[command](rest)
-  sys.stdout.flush()
-  sys.stderr.flush()
-  # tf.Transform may crash the interpreter at exit after its work is done; the work is
-  # finished and flushed here, so leave with the real status.
-  os._exit(code or 0)
+  from model.entry import exit_after
+
+  exit_after(lambda: COMMANDS[command](rest))

@@ -6,7 +6,7 @@ import os
 from apache_beam.options.pipeline_options import PipelineOptions
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_MODEL = os.path.join(REPO_ROOT, "model", "shipped", "cva-s2")
+DEFAULT_MODEL = os.path.join(REPO_ROOT, "model", "shipped", "changesweep-siamdiff-oscd-rgb-v1")
 
 
 def _flag(text) -> bool:

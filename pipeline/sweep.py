@@ -18,7 +18,8 @@ from pipeline.history import ScoreAgainstHistory
 from pipeline.pairing import PairConsecutive
 from pipeline.usability import MaskSpec
 from pipeline.progress import ReportProgress
-from pipeline.scoring import ScoreChips, capped_batch_size, make_model_handler
+from pipeline.scoring import (ScoreChips, capped_batch_size, make_model_handler,
+                              raw_tensor_adapter_config, to_record_batch)
 from pipeline.sinks import WriteTable
 from transforms import preprocessing
 
@@ -180,11 +181,8 @@ def _inference_failures(failed):
 def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
   """Adds the sweep to `p`. Returns the output PCollections by table name."""
   import tensorflow_transform.beam as tft_beam
-  from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
   size, nbands = cfg.chip_size, len(cfg.bands)
-  raw_metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(
-      preprocessing.raw_feature_spec(nbands, size)))
   with tft_beam.Context(temp_dir=temp_dir):
     files, dead_listing = p | "ListCaptures" >> ListCaptures(cfg.input, cfg.layout, cfg.manifest,
                                                              cfg.masks)
@@ -205,22 +203,28 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
       sample = tasks | "ReadChips[Statistics]" >> beam.ParDo(
           ReadChips(size, count_metrics=False, mask_values=cfg.masks.values)).with_outputs(
               "failed", main="chips")
-      transform_fn = ((sample.chips, raw_metadata) | "ComputeStatistics" >>
+      batches = sample.chips | "ToRecordBatches[Statistics]" >> beam.Map(to_record_batch)
+      transform_fn = ((batches, raw_tensor_adapter_config(nbands, size)) | "ComputeStatistics" >>
                       tft_beam.AnalyzeDataset(preprocessing.make_preprocessing_fn(nbands, size)))
       _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
           FileSystems.join(cfg.output, "transform_fn"))
     else:
       transform_fn = p | "ReadModelStatistics" >> tft_beam.ReadTransformFn(
           cfg.model.transform_dir)
-    chips = tasks | "ReadChips[Score]" >> beam.ParDo(
-        ReadChips(size, mask_values=cfg.masks.values)).with_outputs("failed", main="chips")
+    # Scoring reads its chips in a stage of its own: in the stage that also feeds the
+    # statistics, the chips could not be fused with the normalisation that waits on them, and
+    # the runner would hold every chip of the sweep in memory between the two.
+    chips = (tasks
+             | "ReshuffleChips[Score]" >> beam.Reshuffle()
+             | "ReadChips[Score]" >> beam.ParDo(
+                 ReadChips(size, mask_values=cfg.masks.values)).with_outputs("failed",
+                                                                             main="chips"))
     handler = make_model_handler(
         cfg.model.saved_model_dir,
         capped_batch_size(cfg.batch_size, cfg.max_batch_bytes, size, nbands),
         model_copies=cfg.model_copies, accelerator=cfg.accelerator if cfg.gpu_hints else None,
         require_gpu=bool(cfg.accelerator))
-    scores, dlq = chips.chips | "ScoreChips" >> ScoreChips(transform_fn, raw_metadata, handler,
-                                                           nbands, size)
+    scores, dlq = chips.chips | "ScoreChips" >> ScoreChips(transform_fn, handler, nbands, size)
     failures = ((chips.failed | "KeyReadFailures" >> beam.Map(lambda f: (f.pair_id, f)),
                  dlq.failed_inferences | "KeyInferenceFailures" >> beam.FlatMap(
                      _inference_failures))

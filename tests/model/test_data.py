@@ -152,3 +152,20 @@ def test_paste_change_labels_the_blob():
   changed = out.sum(-1) > 0
   np.testing.assert_array_equal(changed, lab == 1)
   assert changed.any()
+
+
+def test_make_oscd_manifests_writes_relative_rows(tmp_path):
+  from model import make_oscd_manifests
+  for split, mask in (("train", "cm.tif"), ("test", "cm.png")):
+    d = tmp_path / "data" / "oscd" / split / "city"
+    d.mkdir(parents=True)
+    for name in ("img1.png", "img2.png", mask):
+      (d / name).write_bytes(b"")
+  out = tmp_path / "manifests"
+  assert make_oscd_manifests.main(["--data_root", str(tmp_path / "data"), "--out", str(out)]) == 0
+  train = data.parse_manifest(open(out / "oscd_train.csv"), "/r")
+  assert train[0].mask == "/r/oscd/train/city/cm.tif"
+  assert (train[0].change_value, train[0].nochange_value) == (2, 1)
+  s2 = data.parse_manifest(open(out / "oscd_test_s2.csv"), "/r")
+  assert s2[0].before == tuple(f"/r/oscd/test/city/imgs_1/{b}.tif" for b in ("B04", "B03", "B02"))
+  assert str(tmp_path) not in (out / "oscd_test.csv").read_text()
