@@ -19,10 +19,15 @@ Methods, by how much history there is:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from typing import Iterable, NamedTuple
 
+import apache_beam as beam
 import numpy as np
+from apache_beam.io import fileio
+
+from pipeline.metrics import inc_counter
 
 SEASONAL_MIN_DAYS = 365
 SEASONAL_MIN_CAPTURES = 12
@@ -176,67 +181,51 @@ def history_pattern(path: str) -> str:
   return path.rstrip("/") + "/history/history-*.jsonl"
 
 
-class ScoreHistory:
-  """Builds the Beam step lazily (keeps this module importable without a pipeline)."""
+class _ScoreLocations(beam.DoFn):
+  """One location's pair rows, tonight's records and prior history -> scored rows + history."""
+
+  def __init__(self, run_id: str):
+    self.run_id = run_id
+
+  def process(self, element):
+    _, groups = element
+    records = merge_records(groups["prior"], groups["records"])
+    rows, updated = score_location(records, list(groups["pairs"]))
+    for row in rows:
+      inc_counter("history", f"anomaly_{row['anomaly_method']}")
+      yield row
+    for record in updated:
+      yield beam.pvalue.TaggedOutput("history", record.to_row(self.run_id))
 
 
-def _make_transform():
-  import json
+class ScoreAgainstHistory(beam.PTransform):
+  """`(pair rows, capture records)` -> `(pair rows with anomaly fields, history rows)`.
 
-  import apache_beam as beam
-  from apache_beam.io import fileio
+  Groups by location the pair rows, tonight's capture records and the prior history (if
+  `prior` names one), and scores each pair against its location's past.
+  """
 
-  from pipeline.metrics import inc_counter
+  def __init__(self, prior: str | None, run_id: str):
+    super().__init__()
+    self.prior = prior
+    self.run_id = run_id
 
-  class _ScoreLocations(beam.DoFn):
-    def __init__(self, run_id: str):
-      self.run_id = run_id
-
-    def process(self, element):
-      _, groups = element
-      records = merge_records(groups["prior"], groups["records"])
-      rows, updated = score_location(records, list(groups["pairs"]))
-      for row in rows:
-        inc_counter("history", f"anomaly_{row['anomaly_method']}")
-        yield row
-      for record in updated:
-        yield beam.pvalue.TaggedOutput("history", record.to_row(self.run_id))
-
-  class ScoreAgainstHistory(beam.PTransform):
-    """`(pair rows, capture records)` -> `(pair rows with anomaly fields, history rows)`.
-
-    Groups by location the pair rows, tonight's capture records and the prior history (if
-    `prior` names one), and scores each pair against its location's past.
-    """
-
-    def __init__(self, prior: str | None, run_id: str):
-      super().__init__()
-      self.prior = prior
-      self.run_id = run_id
-
-    def expand(self, inputs):
-      pair_rows, records = inputs
-      p = pair_rows.pipeline
-      if self.prior:
-        prior = (p
-                 | "MatchHistory" >> fileio.MatchFiles(history_pattern(self.prior))
-                 | "ReadHistory" >> fileio.ReadMatches()
-                 | "ParseHistory" >> beam.FlatMap(lambda f: [
-                     CaptureRecord.from_row(json.loads(line))
-                     for line in f.read_utf8().splitlines() if line.strip()]))
-      else:
-        prior = p | "NoPriorHistory" >> beam.Create([])
-      out = ({"pairs": pair_rows | "KeyPairRows" >> beam.Map(lambda r: (r["location"], r)),
-              "records": records | "KeyRecords" >> beam.Map(lambda r: (r.location, r)),
-              "prior": prior | "KeyPrior" >> beam.Map(lambda r: (r.location, r))}
-             | "GroupByLocation" >> beam.CoGroupByKey()
-             | "ScoreLocations" >> beam.ParDo(_ScoreLocations(self.run_id)).with_outputs(
-                 "history", main="pairs"))
-      return out.pairs, out.history
-
-  return ScoreAgainstHistory
-
-
-def ScoreAgainstHistory(prior: str | None, run_id: str):  # noqa: N802 - a PTransform factory
-  """The Beam step: see `_make_transform`."""
-  return _make_transform()(prior, run_id)
+  def expand(self, inputs):
+    pair_rows, records = inputs
+    p = pair_rows.pipeline
+    if self.prior:
+      prior = (p
+               | "MatchHistory" >> fileio.MatchFiles(history_pattern(self.prior))
+               | "ReadHistory" >> fileio.ReadMatches()
+               | "ParseHistory" >> beam.FlatMap(lambda f: [
+                   CaptureRecord.from_row(json.loads(line))
+                   for line in f.read_utf8().splitlines() if line.strip()]))
+    else:
+      prior = p | "NoPriorHistory" >> beam.Create([])
+    out = ({"pairs": pair_rows | "KeyPairRows" >> beam.Map(lambda r: (r["location"], r)),
+            "records": records | "KeyRecords" >> beam.Map(lambda r: (r.location, r)),
+            "prior": prior | "KeyPrior" >> beam.Map(lambda r: (r.location, r))}
+           | "GroupByLocation" >> beam.CoGroupByKey()
+           | "ScoreLocations" >> beam.ParDo(_ScoreLocations(self.run_id)).with_outputs(
+               "history", main="pairs"))
+    return out.pairs, out.history
