@@ -17,10 +17,10 @@ def test_manifest_defaults_and_relative_paths():
   rows = data.parse_manifest(_csv("""
 pair_id,before,after,mask
 a,x/b.png,x/a.png,x/m.png
-"""), "/root")
+"""), "/data_root")
   (r,) = rows
-  assert r.before == ("/root/x/b.png",) and r.after == ("/root/x/a.png",)
-  assert r.mask == "/root/x/m.png"
+  assert r.before == ("/data_root/x/b.png",) and r.after == ("/data_root/x/a.png",)
+  assert r.mask == "/data_root/x/m.png"
   assert (r.change_value, r.nochange_value) == (255, 0)
 
 
