@@ -33,7 +33,7 @@ def run_plain(archive: str) -> dict:
   wall = time.perf_counter() - start
   rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
   return {"wall_s": round(wall, 2), "pairs": len(rows), "rows": rows,
-          "command": f"python bench/plain_cva.py ARCHIVE --model model/shipped/cva-s2"}
+          "command": "python bench/plain_cva.py ARCHIVE --model model/shipped/cva-s2"}
 
 
 def sweep_scores(output: str) -> dict[str, float]:

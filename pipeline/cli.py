@@ -25,7 +25,6 @@ Run `changesweep COMMAND --help` for a command's options.
 
 def _sweep(argv):
   if any(a in ("-h", "--help") for a in argv):
-    from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipeline.options import SweepOptions
 

@@ -12,7 +12,7 @@ from rasterio.windows import Window
 
 from pipeline import rasters
 from pipeline.elements import DeadLetter, Pair
-from pipeline.layout import Layout, LayoutError
+from pipeline.layout import Layout
 from pipeline.listing import CaptureFile
 from pipeline.pairing import FirstCapture, pair_series
 from pipeline.rasters import FileMeta

@@ -6,7 +6,6 @@ both are normalised with the same numbers and a change in the data is not normal
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from typing import Callable, Iterable, Mapping
 
@@ -175,6 +174,3 @@ def band_statistics(transform_dir: str) -> tuple[np.ndarray, np.ndarray]:
   std = 1.0 / (z1 - z0)
   return -z0 * std, std
 
-
-def scratch_dir(prefix: str) -> str:
-  return tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("TMPDIR"))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import data, evaluate, format as model_format, irmad, train, unsupervised
+from model import evaluate, format as model_format, irmad, train, unsupervised
 from tests.rasters import write_raster
 
 SIZE = 32

@@ -1,6 +1,5 @@
 """BigQuery sink: rows fit the schema, the table is partitioned by capture date and clustered by
 location, and the write path runs end to end on Beam's file loads with a fake BigQuery client."""
-import glob
 import json
 
 import apache_beam as beam
