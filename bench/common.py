@@ -107,7 +107,7 @@ def write_archive(root: str, pairs: int, size: int, compress: str | None = None)
 
 
 def chips_per_pair(size: int, chip: int = 256, overlap: int = 16) -> int:
-  from transforms import tiling
+  from changesweep.transforms import tiling
 
   return len(tiling.chip_grid(size, size, chip, overlap))
 
@@ -196,7 +196,7 @@ def mb(nbytes: int | float) -> float:
 def run_sweep(archive: str, output: str, model: str, workers: int = 2, maps: bool = False,
               extra: list[str] | None = None, sample_rss: bool = False, timeout: int = 3600,
               in_process: bool = False, kill_over_mb: float | None = None) -> dict:
-  """Runs `python -m pipeline sweep` in a subprocess; returns wall time, counts and RSS peaks.
+  """Runs `python -m changesweep.pipeline sweep` in a subprocess; returns wall time, counts and RSS peaks.
 
   With `in_process` (smoke runs: no interpreter and TensorFlow start-up per sweep), the sweep
   runs in this process through `pipeline.main.run`, and RSS is that of this process.
@@ -204,7 +204,7 @@ def run_sweep(archive: str, output: str, model: str, workers: int = 2, maps: boo
   Raises:
     RuntimeError: the sweep failed (its stderr tail is in the message).
   """
-  cmd = [PYTHON, "-m", "pipeline", "sweep", "--input", archive, "--output", output,
+  cmd = [PYTHON, "-m", "changesweep.pipeline", "sweep", "--input", archive, "--output", output,
          "--model", model, "--no_report", "--run_id", "bench"]
   if not maps:
     cmd.append("--no_maps")
@@ -239,7 +239,7 @@ def run_sweep(archive: str, output: str, model: str, workers: int = 2, maps: boo
 
 
 def _run_sweep_in_process(argv: list[str], output: str) -> dict:
-  from pipeline import main as sweep_main
+  from changesweep.pipeline import main as sweep_main
 
   argv = [a for a in argv if a != "--no_report"]  # report writing is main()'s, not run()'s
   start = time.perf_counter()

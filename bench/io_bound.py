@@ -37,7 +37,7 @@ def run_plain(archive: str) -> dict:
 
 
 def sweep_scores(output: str) -> dict[str, float]:
-  from pipeline.sinks import read_jsonl_rows
+  from changesweep.pipeline.sinks import read_jsonl_rows
 
   return {r["after_uri"]: r["change_score"] for r in read_jsonl_rows(output, "pairs")}
 

@@ -33,7 +33,7 @@ def profiler_flops(model_dir: str, num_bands: int) -> int | None:
   from tensorflow.python.framework.convert_to_constants import (
       convert_variables_to_constants_v2)
 
-  from model.format import NORMALIZED_SIGNATURE
+  from changesweep.model.format import NORMALIZED_SIGNATURE
 
   loaded = tf.saved_model.load(os.path.join(model_dir, "saved_model"))
   fn = loaded.signatures[NORMALIZED_SIGNATURE]
@@ -54,7 +54,7 @@ def keras_params(model_dir: str) -> int | None:
     return None
   import keras
 
-  import model.network  # noqa: F401  registers the custom layers
+  import changesweep.model.network  # noqa: F401  registers the custom layers
 
   return int(keras.saving.load_model(path, compile=False).count_params())
 
@@ -74,7 +74,7 @@ def chips_per_second(model_dir: str, num_bands: int, batch: int, seconds: float,
   import numpy as np
   import tensorflow as tf
 
-  from model.format import NORMALIZED_SIGNATURE
+  from changesweep.model.format import NORMALIZED_SIGNATURE
 
   fn = tf.saved_model.load(os.path.join(model_dir, "saved_model")).signatures[NORMALIZED_SIGNATURE]
   rng = np.random.default_rng(0)
@@ -104,7 +104,7 @@ def cost(model_dir: str, seconds: float) -> dict:
                              for b in (1, 8)},
          "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()}
   if meta["kind"] == "learned":
-    from model import network
+    from changesweep.model import network
 
     out["analytic_conv_flops_per_pair"] = 2 * network.count_macs(num_bands=nb, size=CHIP)
   gpus = tf.config.list_physical_devices("GPU")

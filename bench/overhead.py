@@ -37,8 +37,8 @@ def read_chips(archive: str, bands: tuple[str, ...], limit: int | None = None):
   import rasterio
   from rasterio.windows import Window
 
-  from transforms import bands as band_names
-  from transforms import tiling
+  from changesweep.transforms import bands as band_names
+  from changesweep.transforms import tiling
 
   before, after = [], []
   for loc in sorted(os.listdir(archive)):
@@ -68,7 +68,7 @@ def bare_model_rate(model_dir: str, before, after, batch: int = BATCH, min_secon
   """
   import tensorflow as tf
 
-  from model.format import NORMALIZED_SIGNATURE
+  from changesweep.model.format import NORMALIZED_SIGNATURE
 
   fn = tf.saved_model.load(os.path.join(model_dir, "saved_model")).signatures[NORMALIZED_SIGNATURE]
   fn(before=tf.constant(before[:batch]), after=tf.constant(after[:batch]))

@@ -5,8 +5,8 @@ It builds the same sweep as `changesweep sweep` and submits it without waiting.
 import logging
 import sys
 
-from pipeline import dataflow
-from pipeline.main import UsageError
+from changesweep.pipeline import dataflow
+from changesweep.pipeline.main import UsageError
 
 if __name__ == "__main__":
   logging.basicConfig(level=logging.INFO)

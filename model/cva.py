@@ -16,9 +16,9 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from model import format as model_format
-from transforms import bands as band_names
-from transforms import preprocessing, tiling
+from changesweep.model import format as model_format
+from changesweep.transforms import bands as band_names
+from changesweep.transforms import preprocessing, tiling
 
 # Width of the logistic curve, as a fraction of the Otsu threshold.
 _SOFTNESS = 0.35

@@ -26,8 +26,8 @@ from typing import Callable
 
 import numpy as np
 
-from model import data as pair_data
-from model import metrics as pair_metrics
+from changesweep.model import data as pair_data
+from changesweep.model import metrics as pair_metrics
 
 EPILOG = """examples:
   changesweep evaluate --pairs model/manifests/oscd_test.csv --data_root ../shared/data \\
@@ -50,7 +50,7 @@ def predict_scene(prob_fn: ProbFn, before: np.ndarray, after: np.ndarray, size: 
     overlap: Overlap of neighbouring chips (pixels; at most a quarter of the chip).
     batch_size: Chips per call.
   """
-  from transforms import tiling
+  from changesweep.transforms import tiling
   overlap = min(overlap, size // 4)
   h, w = before.shape[:2]
   b = pair_data.pad_to(before, size, size)
@@ -111,7 +111,7 @@ class SavedModelScorer:
   """
 
   def __init__(self, model_dir: str, signature: str = "serving_default"):
-    from model import format as model_format
+    from changesweep.model import format as model_format
     self.info = model_format.read_model_info(model_dir)
     self.module = model_format.load_saved_model(self.info)
     self.fn = self.module.signatures[signature]

@@ -133,7 +133,7 @@ class _ChangeModule(tf.Module):
 
   def __init__(self, network, transform_dir: str, chip_size: int, num_bands: int):
     super().__init__(name="changesweep_model")
-    from transforms.preprocessing import load_normalizer
+    from changesweep.transforms.preprocessing import load_normalizer
 
     self.network = network
     call = _as_callable(network)
@@ -175,7 +175,7 @@ def export_model_dir(out_dir: str, network, transform_dir: str, metadata: dict) 
     transform_dir: the tf.Transform output the network was trained with; copied in.
     metadata: the metadata fields (`format` is filled in).
   """
-  from transforms.preprocessing import transform_dir_shape
+  from changesweep.transforms.preprocessing import transform_dir_shape
 
   metadata = {"format": FORMAT, **metadata}
   validate_metadata(metadata, "metadata")

@@ -33,8 +33,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from model import data as pair_data
-from model import metrics as pair_metrics
+from changesweep.model import data as pair_data
+from changesweep.model import metrics as pair_metrics
 
 QUANTILES = np.concatenate([np.linspace(0.5, 0.98, 25), [0.985, 0.99, 0.995, 0.998, 0.999]])
 
@@ -99,9 +99,9 @@ def fit_and_export(pairs: str, out_dir: str, data_root: str | None = None,
                    model_id: str = "irmad-oscd-rgb", version: str = "1",
                    iterations: int = 10, log=print) -> dict:
   """Chooses the threshold on the labelled pairs of `pairs` and writes a model directory."""
-  from model import format as model_format
-  from model.evaluate import predict_scene
-  from model.train import compute_transform
+  from changesweep.model import format as model_format
+  from changesweep.model.evaluate import predict_scene
+  from changesweep.model.train import compute_transform
 
   records = pair_data.read_manifest(pairs, data_root)
   loaded = [pair_data.load_pair(r) for r in records]
@@ -140,9 +140,9 @@ def fit_and_export(pairs: str, out_dir: str, data_root: str | None = None,
 def main(argv: list[str] | None = None) -> int:
   """Entry point: fit the IR-MAD threshold on labelled pairs and write a model directory."""
   parser = argparse.ArgumentParser(
-      prog="python -m model.irmad",
+      prog="python -m changesweep.model.irmad",
       description="Write the IR-MAD baseline as a changesweep model directory.",
-      epilog="example: python -m model.irmad --pairs model/manifests/oscd_train.csv "
+      epilog="example: python -m changesweep.model.irmad --pairs model/manifests/oscd_train.csv "
              "--data_root ../shared/data --out /tmp/irmad")
   parser.add_argument("--pairs", required=True, help="labelled-pair manifest (threshold fit)")
   parser.add_argument("--out", required=True)
@@ -157,6 +157,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  from model.entry import exit_after
+  from changesweep.model.entry import exit_after
 
   exit_after(main)

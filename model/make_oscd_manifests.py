@@ -13,7 +13,7 @@ Also writes `oscd_test_s2.csv`: the test cities with the Sentinel-2 bands B04;B0
 for `changesweep evaluate --normalization pair`.
 
 Usage:
-  python -m model.make_oscd_manifests --data_root ../shared/data --out model/manifests
+  python -m changesweep.model.make_oscd_manifests --data_root ../shared/data --out model/manifests
 """
 from __future__ import annotations
 

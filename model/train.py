@@ -32,8 +32,8 @@ import time
 
 import numpy as np
 
-from model import data as pair_data
-from model import metrics as pair_metrics
+from changesweep.model import data as pair_data
+from changesweep.model import metrics as pair_metrics
 
 EPILOG = """examples:
   # the shipped default model (see model/README.md for time taken)
@@ -77,7 +77,7 @@ def probability_model(logit_model):
 
 def validate(prob_fn, val_pairs, chip_size: int) -> dict:
   """Predicts the validation parts; returns best threshold, F1 there, and the full scores."""
-  from model.evaluate import predict_scene
+  from changesweep.model.evaluate import predict_scene
   probs, labels = [], []
   for p in val_pairs:
     prob = predict_scene(prob_fn, p.before, p.after, chip_size, overlap=32)
@@ -93,7 +93,7 @@ def validate(prob_fn, val_pairs, chip_size: int) -> dict:
 def compute_transform(train_pairs, num_bands: int, chip_size: int, out_dir: str
                       ) -> tuple[np.ndarray, np.ndarray]:
   """Writes the tf.Transform transform_fn over the training parts; returns (mean, std)."""
-  from transforms import preprocessing
+  from changesweep.transforms import preprocessing
 
   def instances():
     for p in train_pairs:
@@ -139,8 +139,8 @@ def train(pairs: str, out: str, data_root: str | None = None, epochs: int = 40,
   """
   import keras
   import tensorflow as tf
-  from model import format as model_format
-  from model import network as net
+  from changesweep.model import format as model_format
+  from changesweep.model import network as net
 
   t_start = time.time()
   keras.utils.set_random_seed(seed)
@@ -337,6 +337,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  from model.entry import exit_after
+  from changesweep.model.entry import exit_after
 
   exit_after(main)

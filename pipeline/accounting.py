@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import collections
 
-from pipeline import sinks
+from changesweep.pipeline import sinks
 
 
 def _files(uri: str) -> list[str]:

@@ -7,10 +7,10 @@ from typing import Iterable
 import numpy as np
 from scipy import ndimage
 
-from pipeline.elements import Pair
-from pipeline.elements import PROB_NODATA, PROB_SCALE
-from pipeline.scoring import ChipScore
-from transforms import tiling
+from changesweep.pipeline.elements import Pair
+from changesweep.pipeline.elements import PROB_NODATA, PROB_SCALE
+from changesweep.pipeline.scoring import ChipScore
+from changesweep.transforms import tiling
 
 # Change regions are found on a map of at most this many pixels a side (max-pooled if larger),
 # so a 10980^2 scene costs as little as a small one.

@@ -9,10 +9,10 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from pipeline.elements import DeadLetter, Pair
-from pipeline.metrics import inc_counter, timer_msec
-from pipeline.rasters import WindowReader
-from transforms import preprocessing, tiling
+from changesweep.pipeline.elements import DeadLetter, Pair
+from changesweep.pipeline.metrics import inc_counter, timer_msec
+from changesweep.pipeline.rasters import WindowReader
+from changesweep.transforms import preprocessing, tiling
 
 STAGE = "chips"
 _RETRIES = 3

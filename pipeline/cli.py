@@ -26,7 +26,7 @@ Run `changesweep COMMAND --help` for a command's options.
 def _sweep(argv):
   if any(a in ("-h", "--help") for a in argv):
 
-    from pipeline.options import SweepOptions
+    from changesweep.pipeline.options import SweepOptions
 
     import argparse
     parser = argparse.ArgumentParser(
@@ -40,7 +40,7 @@ def _sweep(argv):
     SweepOptions._add_argparse_args(parser)
     parser.print_help()
     return 0
-  from pipeline.main import main as sweep_main
+  from changesweep.pipeline.main import main as sweep_main
 
   return sweep_main(argv)
 
@@ -55,10 +55,10 @@ def _delegate(module: str):
 
 COMMANDS = {
     "sweep": _sweep,
-    "train": _delegate("model.train"),
-    "evaluate": _delegate("model.evaluate"),
-    "export-cva": _delegate("model.cva"),
-    "report": _delegate("pipeline.report"),
+    "train": _delegate("changesweep.model.train"),
+    "evaluate": _delegate("changesweep.model.evaluate"),
+    "export-cva": _delegate("changesweep.model.cva"),
+    "report": _delegate("changesweep.pipeline.report"),
 }
 
 
@@ -72,6 +72,6 @@ def main(argv: list[str] | None = None) -> int:
   if command not in COMMANDS:
     print(f"changesweep: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
-  from model.entry import exit_after
+  from changesweep.model.entry import exit_after
 
   exit_after(lambda: COMMANDS[command](rest))

@@ -169,7 +169,7 @@ def submit(argv: list[str]):
   The local `changesweep sweep` waits and summarises; a launcher must return once the job is
   created. Returns the runner's PipelineResult.
   """
-  from pipeline import main, sinks
+  from changesweep.pipeline import main, sinks
 
   cfg, options = main.parse_args(expand_run_date(argv))
   main.check_inputs(cfg)

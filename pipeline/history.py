@@ -27,7 +27,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io import fileio
 
-from pipeline.metrics import inc_counter
+from changesweep.pipeline.metrics import inc_counter
 
 SEASONAL_MIN_DAYS = 365
 SEASONAL_MIN_CAPTURES = 12

@@ -23,9 +23,9 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.elements import Pair
-from pipeline.metrics import inc_counter
-from pipeline.pairing import FirstCapture
+from changesweep.pipeline.elements import Pair
+from changesweep.pipeline.metrics import inc_counter
+from changesweep.pipeline.pairing import FirstCapture
 
 STAGE = "incremental"
 

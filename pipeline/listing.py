@@ -12,10 +12,10 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import rasters, usability
-from pipeline.elements import DeadLetter
-from pipeline.layout import Layout, LayoutError, parse_time
-from pipeline.metrics import inc_counter
+from changesweep.pipeline import rasters, usability
+from changesweep.pipeline.elements import DeadLetter
+from changesweep.pipeline.layout import Layout, LayoutError, parse_time
+from changesweep.pipeline.metrics import inc_counter
 
 STAGE = "listing"
 
@@ -106,7 +106,7 @@ class _ReadHeader(beam.DoFn):
     self.masks = masks
 
   def process(self, entry: CaptureFile):
-    from transforms.bands import BandError, resolve_bands
+    from changesweep.transforms.bands import BandError, resolve_bands
 
     masks = self.masks
     try:

@@ -11,12 +11,12 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from model.format import ModelDirError, read_model_info
-from pipeline import accounting, dataflow, metrics, sinks
-from pipeline.layout import Layout
-from pipeline.options import SweepOptions
-from pipeline.usability import MaskSpec
-from pipeline.sweep import SweepConfig, build_sweep, default_run_id
+from changesweep.model.format import ModelDirError, read_model_info
+from changesweep.pipeline import accounting, dataflow, metrics, sinks
+from changesweep.pipeline.layout import Layout
+from changesweep.pipeline.options import SweepOptions
+from changesweep.pipeline.usability import MaskSpec
+from changesweep.pipeline.sweep import SweepConfig, build_sweep, default_run_id
 
 log = logging.getLogger("changesweep")
 
@@ -94,7 +94,7 @@ def parse_mask_values(text: str) -> tuple[int, ...]:
 
 def check_model_compatible(info) -> None:
   """The model's statistics and signatures must fit its metadata, before any work starts."""
-  from transforms.preprocessing import transform_dir_shape
+  from changesweep.transforms.preprocessing import transform_dir_shape
 
   try:
     bands, size = transform_dir_shape(info.transform_dir)
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
   print_summary(summary)
   if not PipelineOptions(list(sys.argv[1:] if argv is None else argv)).view_as(
       SweepOptions).no_report:
-    from pipeline import report
+    from changesweep.pipeline import report
     try:
       print(f"  report: {report.write_report(summary['output'])}")
     except Exception as e:  # the rows are written; a report failure must not hide that

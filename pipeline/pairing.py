@@ -7,11 +7,11 @@ from typing import Iterable, NamedTuple
 
 import apache_beam as beam
 
-from pipeline.elements import DeadLetter, Pair, SceneRef, make_pair_id
-from pipeline.history import CaptureRecord
-from pipeline.listing import CaptureFile
-from pipeline.metrics import inc_counter
-from transforms.bands import BandError, resolve_bands
+from changesweep.pipeline.elements import DeadLetter, Pair, SceneRef, make_pair_id
+from changesweep.pipeline.history import CaptureRecord
+from changesweep.pipeline.listing import CaptureFile
+from changesweep.pipeline.metrics import inc_counter
+from changesweep.transforms.bands import BandError, resolve_bands
 
 STAGE = "pairing"
 

@@ -19,7 +19,7 @@ import uuid
 
 import apache_beam as beam
 
-from pipeline.metrics import inc_counter
+from changesweep.pipeline.metrics import inc_counter
 
 STAGE = "progress"
 

@@ -108,7 +108,7 @@ class WindowReader:
       (nodata, alpha or internal mask), not finite, or flagged by the capture's mask band or
       sidecar mask file (values in `mask_values`, or any non-zero value when it is empty).
     """
-    from pipeline.usability import is_masked
+    from changesweep.pipeline.usability import is_masked
 
     planes, valid = [], None
     for band in bands:

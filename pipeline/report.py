@@ -23,9 +23,9 @@ from urllib.parse import quote
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import sinks
-from pipeline.rasters import open_raster
-from pipeline.elements import PROB_SCALE
+from changesweep.pipeline import sinks
+from changesweep.pipeline.rasters import open_raster
+from changesweep.pipeline.elements import PROB_SCALE
 
 REPORT_DIR = "report"
 IMG_DIR = "img"

@@ -8,11 +8,11 @@ import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy
 
-from model.format import NORMALIZED_SIGNATURE, OUTPUT_KEY
-from pipeline.chips import split_chip_key
-from pipeline.elements import PROB_SCALE
-from pipeline.metrics import inc_counter
-from transforms import preprocessing
+from changesweep.model.format import NORMALIZED_SIGNATURE, OUTPUT_KEY
+from changesweep.pipeline.chips import split_chip_key
+from changesweep.pipeline.elements import PROB_SCALE
+from changesweep.pipeline.metrics import inc_counter
+from changesweep.transforms import preprocessing
 
 STAGE = "scoring"
 
@@ -51,7 +51,7 @@ class SavedModelHandler(TFModelHandlerNumpy):
     import tensorflow as tf
 
     if self._require_gpu:
-      from pipeline import dataflow
+      from changesweep.pipeline import dataflow
 
       dataflow.require_gpu("RunInference")
     return tf.saved_model.load(self._model_uri)

@@ -6,7 +6,7 @@ import json
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import schemas
+from changesweep.pipeline import schemas
 
 
 def table_prefix(output: str, table: str) -> str:

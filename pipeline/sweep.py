@@ -7,21 +7,21 @@ import datetime as dt
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from model.format import ModelInfo
-from pipeline import aggregate, dataflow, incremental
-from pipeline.bigquery import WriteRowsToBigQuery
-from pipeline.chips import ChipFailure, ReadChips, failure_dead_letter, plan_chips, split_chip_key
-from pipeline.elements import DeadLetter, Pair, safe_name
-from pipeline.listing import ListCaptures
-from pipeline.metrics import inc_counter
-from pipeline.history import ScoreAgainstHistory
-from pipeline.pairing import PairConsecutive
-from pipeline.usability import MaskSpec
-from pipeline.progress import ReportProgress
-from pipeline.scoring import (ScoreChips, capped_batch_size, make_model_handler,
+from changesweep.model.format import ModelInfo
+from changesweep.pipeline import aggregate, dataflow, incremental
+from changesweep.pipeline.bigquery import WriteRowsToBigQuery
+from changesweep.pipeline.chips import ChipFailure, ReadChips, failure_dead_letter, plan_chips, split_chip_key
+from changesweep.pipeline.elements import DeadLetter, Pair, safe_name
+from changesweep.pipeline.listing import ListCaptures
+from changesweep.pipeline.metrics import inc_counter
+from changesweep.pipeline.history import ScoreAgainstHistory
+from changesweep.pipeline.pairing import PairConsecutive
+from changesweep.pipeline.usability import MaskSpec
+from changesweep.pipeline.progress import ReportProgress
+from changesweep.pipeline.scoring import (ScoreChips, capped_batch_size, make_model_handler,
                               raw_tensor_adapter_config, to_record_batch)
-from pipeline.sinks import WriteTable
-from transforms import preprocessing
+from changesweep.pipeline.sinks import WriteTable
+from changesweep.transforms import preprocessing
 
 STAGE = "aggregate"
 
@@ -81,11 +81,11 @@ class SweepConfig:
     if self.batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
     if self.bigquery_table:
-      from pipeline.bigquery import parse_table
+      from changesweep.pipeline.bigquery import parse_table
 
       parse_table(self.bigquery_table)
     if self.since:
-      from pipeline.incremental import parse_since
+      from changesweep.pipeline.incremental import parse_since
 
       parse_since(self.since)
     if self.max_batch_bytes is not None and self.max_batch_bytes < 1:

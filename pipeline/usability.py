@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 from rasterio.enums import Resampling
 
-from pipeline import rasters
+from changesweep.pipeline import rasters
 
 # Side of the decimated grid the usability check reads; the chips read the full resolution.
 STATS_SIDE = 256

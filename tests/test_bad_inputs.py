@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from pipeline import main as sweep_main
-from pipeline.sinks import read_jsonl_rows
+from changesweep.pipeline import main as sweep_main
+from changesweep.pipeline.sinks import read_jsonl_rows
 from tests.conftest import CVA_MODEL, SAMPLE_ARCHIVE
 from tests.rasters import scene, write_raster, write_series
 

@@ -13,9 +13,9 @@ import subprocess
 import pytest
 from PIL import Image, ImageStat
 
-from pipeline import main as sweep_main
-from pipeline import report
-from pipeline.sinks import read_jsonl_rows
+from changesweep.pipeline import main as sweep_main
+from changesweep.pipeline import report
+from changesweep.pipeline.sinks import read_jsonl_rows
 from tests.conftest import CVA_MODEL, SAMPLE_ARCHIVE
 
 CHROMIUM = "/usr/bin/chromium"

@@ -7,9 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 
-from pipeline import main as sweep_main
-from pipeline import schemas
-from pipeline.sinks import read_jsonl_rows
+from changesweep.pipeline import main as sweep_main
+from changesweep.pipeline import schemas
+from changesweep.pipeline.sinks import read_jsonl_rows
 from tests.conftest import CVA_MODEL, SAMPLE_ARCHIVE, SAMPLE_LABELS
 from tests.rasters import scene, write_raster, write_series
 

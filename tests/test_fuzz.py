@@ -10,12 +10,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rasterio.windows import Window
 
-from pipeline import rasters
-from pipeline.elements import DeadLetter, Pair
-from pipeline.layout import Layout
-from pipeline.listing import CaptureFile
-from pipeline.pairing import FirstCapture, pair_series
-from pipeline.rasters import FileMeta
+from changesweep.pipeline import rasters
+from changesweep.pipeline.elements import DeadLetter, Pair
+from changesweep.pipeline.layout import Layout
+from changesweep.pipeline.listing import CaptureFile
+from changesweep.pipeline.pairing import FirstCapture, pair_series
+from changesweep.pipeline.rasters import FileMeta
 from tests.conftest import SAMPLE_ARCHIVE
 
 META = FileMeta(8, 8, 4, "uint16", "WKT", (10.0, 0.0, 0.0, 0.0, -10.0, 0.0), None,

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from pipeline import main as sweep_main
-from pipeline.sinks import read_jsonl_rows
+from changesweep.pipeline import main as sweep_main
+from changesweep.pipeline.sinks import read_jsonl_rows
 from tests.conftest import CVA_MODEL
 from tests.rasters import seasonal_series
 

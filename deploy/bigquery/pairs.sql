@@ -1,4 +1,4 @@
--- GENERATED from pipeline/schemas.py PAIRS by `python -m pipeline.bigquery deploy/bigquery`.
+-- GENERATED from pipeline/schemas.py PAIRS by `python -m changesweep.pipeline.bigquery deploy/bigquery`.
 -- deploy/launch.sh --setup replaces PROJECT_ID.DATASET.TABLE and runs it with `bq query`.
 -- Append-only: every run adds its rows; read the table through the _latest view.
 CREATE TABLE IF NOT EXISTS `PROJECT_ID.DATASET.TABLE` (

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from model import data
+from changesweep.model import data
 from tests.rasters import write_raster
 
 
@@ -155,7 +155,7 @@ def test_paste_change_labels_the_blob():
 
 
 def test_make_oscd_manifests_writes_relative_rows(tmp_path):
-  from model import make_oscd_manifests
+  from changesweep.model import make_oscd_manifests
   for split, mask in (("train", "cm.tif"), ("test", "cm.png")):
     d = tmp_path / "data" / "oscd" / split / "city"
     d.mkdir(parents=True)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from model import metrics
+from changesweep.model import metrics
 
 
 def _example():

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from model import network
+from changesweep.model import network
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_loads_on_jax(tmp_path, net):
   x = np.random.default_rng(3).normal(size=(1, 16, 16, 3)).astype(np.float32)
   np.save(str(tmp_path / "x.npy"), x)
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  code = ("import sys, numpy as np, keras; sys.path.insert(0, %r); import model.network; "
+  code = ("import sys, numpy as np, keras; sys.path.insert(0, %r); import changesweep.model.network; "
           "m = keras.models.load_model(%r); x = np.load(%r); "
           "np.save(%r, np.asarray(m([x, -x])))" % (root, path, str(tmp_path / "x.npy"),
                                                    str(tmp_path / "y.npy")))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import evaluate, format as model_format, irmad, train, unsupervised
+from changesweep.model import evaluate, format as model_format, irmad, train, unsupervised
 from tests.rasters import write_raster
 
 SIZE = 32

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from pipeline.aggregate import change_regions, stitch, summarize
-from pipeline.elements import Pair, SceneRef
-from pipeline.elements import PROB_SCALE
-from pipeline.scoring import ChipScore
-from transforms.tiling import chip_grid
+from changesweep.pipeline.aggregate import change_regions, stitch, summarize
+from changesweep.pipeline.elements import Pair, SceneRef
+from changesweep.pipeline.elements import PROB_SCALE
+from changesweep.pipeline.scoring import ChipScore
+from changesweep.transforms.tiling import chip_grid
 
 
 def scene_ref(h, w):

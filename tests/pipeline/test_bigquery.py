@@ -7,7 +7,7 @@ import pytest
 from apache_beam.io.gcp.internal.clients import bigquery as bq_api
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
-from pipeline import bigquery, schemas
+from changesweep.pipeline import bigquery, schemas
 
 TABLE = "changesweep-test:sweeps.pairs"
 
@@ -131,7 +131,7 @@ def test_committed_ddl_is_generated_from_the_schema():
   for name, text in bigquery.ddl_files().items():
     with open(f"{ROOT}/deploy/bigquery/{name}") as f:
       assert f.read() == text, (f"deploy/bigquery/{name} is stale: run "
-                                "python -m pipeline.bigquery deploy/bigquery")
+                                "python -m changesweep.pipeline.bigquery deploy/bigquery")
   ddl = bigquery.ddl_files()["pairs.sql"]
   assert "PARTITION BY capture_date" in ddl and "CLUSTER BY location" in ddl
   view = bigquery.ddl_files()["pairs_latest_view.sql"]

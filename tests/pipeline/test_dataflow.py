@@ -8,7 +8,7 @@ import pytest
 from apache_beam.options.pipeline_options import GoogleCloudOptions, WorkerOptions
 from apache_beam.portability.common_urns import resource_hints as rh
 
-from pipeline import dataflow, main, scoring
+from changesweep.pipeline import dataflow, main, scoring
 from tests.conftest import ROOT, SAMPLE_ARCHIVE
 
 ACCEL = rh.ACCELERATOR.urn

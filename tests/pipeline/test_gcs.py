@@ -55,8 +55,8 @@ def gcs(tmp_path_factory):
 
 
 def test_sweep_lists_and_reads_a_gs_archive(gcs, tmp_path):
-  from pipeline import main as sweep_main
-  from pipeline.sinks import read_jsonl_rows
+  from changesweep.pipeline import main as sweep_main
+  from changesweep.pipeline.sinks import read_jsonl_rows
 
   out = tmp_path / "out"
   summary = sweep_main.run(["--input", "gs://archive/sample", "--output", str(out),
@@ -76,8 +76,8 @@ def test_sweep_lists_and_reads_a_gs_archive(gcs, tmp_path):
 def test_change_maps_write_to_gs_and_read_back_by_window(gcs):
   from rasterio.windows import Window
 
-  from pipeline import aggregate, rasters
-  from pipeline.elements import Pair, SceneRef
+  from changesweep.pipeline import aggregate, rasters
+  from changesweep.pipeline.elements import Pair, SceneRef
 
   ref = SceneRef("l", "2020-01-01T00:00:00", ("gs://x/a.tif",), ("B1",), 300, 260, "uint16", "",
                  (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), None, 0)

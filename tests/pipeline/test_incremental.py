@@ -5,11 +5,11 @@ import shutil
 
 import pytest
 
-from pipeline import incremental
-from pipeline import main as sweep_main
-from pipeline.elements import Pair, SceneRef
-from pipeline.pairing import FirstCapture
-from pipeline.sinks import read_jsonl_rows
+from changesweep.pipeline import incremental
+from changesweep.pipeline import main as sweep_main
+from changesweep.pipeline.elements import Pair, SceneRef
+from changesweep.pipeline.pairing import FirstCapture
+from changesweep.pipeline.sinks import read_jsonl_rows
 from tests.conftest import CVA_MODEL
 from tests.rasters import write_series
 

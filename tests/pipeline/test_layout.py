@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.layout import Layout, LayoutError, parse_time
+from changesweep.pipeline.layout import Layout, LayoutError, parse_time
 
 
 @pytest.mark.parametrize("template,path,expected", [

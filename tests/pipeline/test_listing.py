@@ -1,8 +1,8 @@
 import json
 
-from pipeline.elements import DeadLetter
-from pipeline.layout import Layout
-from pipeline.listing import CaptureFile, entry_from_path, parse_manifest
+from changesweep.pipeline.elements import DeadLetter
+from changesweep.pipeline.layout import Layout
+from changesweep.pipeline.listing import CaptureFile, entry_from_path, parse_manifest
 
 
 def test_entry_from_path_is_relative_to_the_root():

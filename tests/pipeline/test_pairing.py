@@ -2,10 +2,10 @@ import random
 
 import pytest
 
-from pipeline.elements import DeadLetter, Pair
-from pipeline.listing import CaptureFile
-from pipeline.pairing import FirstCapture, pair_series
-from pipeline.rasters import FileMeta
+from changesweep.pipeline.elements import DeadLetter, Pair
+from changesweep.pipeline.listing import CaptureFile
+from changesweep.pipeline.pairing import FirstCapture, pair_series
+from changesweep.pipeline.rasters import FileMeta
 
 META = FileMeta(10, 12, 4, "uint16", "WKT", (10.0, 0.0, 0.0, 0.0, -10.0, 0.0), None,
                 ("B02", "B03", "B04", "B08"))

@@ -4,7 +4,7 @@ import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing import test_pipeline
 
-from pipeline.progress import ReportProgress, progress_line
+from changesweep.pipeline.progress import ReportProgress, progress_line
 
 
 @pytest.mark.parametrize("done,total,elapsed,expected", [

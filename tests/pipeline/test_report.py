@@ -9,9 +9,9 @@ import shutil
 import pytest
 from PIL import Image
 
-from pipeline import main as sweep_main
-from pipeline import report
-from pipeline.sinks import read_jsonl_rows
+from changesweep.pipeline import main as sweep_main
+from changesweep.pipeline import report
+from changesweep.pipeline.sinks import read_jsonl_rows
 from tests.conftest import CVA_MODEL, SAMPLE_ARCHIVE
 
 
@@ -173,7 +173,7 @@ def test_archive_text_is_escaped():
 def test_no_report_option_is_known_to_the_sweep():
   from apache_beam.options.pipeline_options import PipelineOptions
 
-  from pipeline.options import SweepOptions
+  from changesweep.pipeline.options import SweepOptions
 
   assert PipelineOptions(["--no_report"]).view_as(SweepOptions).no_report
   assert not PipelineOptions([]).view_as(SweepOptions).no_report

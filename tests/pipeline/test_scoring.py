@@ -6,10 +6,10 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from model.format import ModelDirError, export_model_dir, read_model_info
-from pipeline.elements import PROB_SCALE
-from pipeline.scoring import make_model_handler, to_chip_score
-from transforms import preprocessing as pp
+from changesweep.model.format import ModelDirError, export_model_dir, read_model_info
+from changesweep.pipeline.elements import PROB_SCALE
+from changesweep.pipeline.scoring import make_model_handler, to_chip_score
+from changesweep.transforms import preprocessing as pp
 
 SIZE, BANDS = 16, 2
 

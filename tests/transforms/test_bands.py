@@ -1,6 +1,6 @@
 import pytest
 
-from transforms.bands import BandError, canonical, resolve_bands
+from changesweep.transforms.bands import BandError, canonical, resolve_bands
 
 
 def test_aliases_and_short_ids():

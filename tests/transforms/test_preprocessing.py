@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from transforms import preprocessing as pp
+from changesweep.transforms import preprocessing as pp
 
 
 @pytest.fixture(scope="module")

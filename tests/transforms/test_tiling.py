@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from transforms.tiling import chip_grid, core_slice, pad_chip
+from changesweep.transforms.tiling import chip_grid, core_slice, pad_chip
 
 
 @pytest.mark.parametrize("h,w,size,overlap", [
