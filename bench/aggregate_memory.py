@@ -1,9 +1,10 @@
-"""Where a pair's aggregation holds memory: the steps of `AggregatePair` on one scene size.
+"""Where a pair's aggregation holds memory: the streaming steps on one scene size.
 
-Builds the chip scores of one pair (as `ScoreChips` emits them) and runs the aggregation steps
-of `pipeline.sweep.AggregatePair` one by one under tracemalloc (numpy allocations are traced),
-reporting the bytes each step holds at its peak. This names the scene-sized part of a worker's
-memory in benchmark 3; it needs no Beam and no TensorFlow.
+Runs the per-chip reduction (`pair_summary.chip_partial`, what `aggregate.ReduceChip` does per
+chip), the per-pair combine (`merge_partials`) and the pair's finish (`summary_from_histogram`,
+`pooled_map`, `regions_from_pooled`) under tracemalloc (numpy allocations are traced), and
+reports what each holds at its peak. Chip scores are never held together: each is made, reduced
+and dropped, as on a worker. It needs no Beam and no TensorFlow.
 
     python bench/aggregate_memory.py --size 10980
 """
@@ -22,44 +23,40 @@ from bench import common  # noqa: E402
 
 
 def measure(size: int, chip: int = 256, overlap: int = 16) -> dict:
-  from changesweep.pipeline import aggregate
-  from changesweep.pipeline.scoring import ChipScore
+  from changesweep.pipeline import pair_summary
   from changesweep.transforms import tiling
 
   grid = tiling.chip_grid(size, size, chip, overlap)
   rng = np.random.default_rng(0)
   out = {"scene_px": size, "chips": len(grid)}
+  factor = pair_summary.pool_factor(size, size)
+  flags = pair_summary.flag_levels(0.5)
   tracemalloc.start()
-  base = tracemalloc.get_traced_memory()[0]
-  scores = [ChipScore(c.index, rng.integers(0, 255, (chip, chip), dtype=np.uint8),
-                      np.ones((chip, chip), bool)) for c in grid]
-  out["chip_scores_mb"] = common.mb(tracemalloc.get_traced_memory()[0] - base)
-
-  class _After:  # the two fields stitch() reads
-    height = width = size
-
-  class _Pair:
-    after = _After()
-    pair_id = "bench"
-
   steps = {}
-  tracemalloc.reset_peak()
   held = tracemalloc.get_traced_memory()[0]
-  prob, valid, placed = aggregate.stitch(_Pair(), scores, chip, overlap)
-  steps["stitch"] = tracemalloc.get_traced_memory()[1] - held
-  for name, fn in (("summarize", lambda: aggregate.summarize(prob, valid, 0.5)),
-                   ("change_regions", lambda: aggregate.change_regions(prob, valid, 0.5, None,
-                                                                       20, 4)),
-                   ("encode_map", lambda: aggregate.encode_map(prob, valid))):
+  acc = pair_summary.empty_partial()
+  chip_peak = 0
+  for c in grid:
     tracemalloc.reset_peak()
-    held = tracemalloc.get_traced_memory()[0]
-    fn()
-    steps[name] = tracemalloc.get_traced_memory()[1] - held
+    before = tracemalloc.get_traced_memory()[0]
+    prob = rng.integers(0, 255, (c.core_row1 - c.core_row0, c.core_col1 - c.core_col0),
+                        dtype=np.uint8)
+    part = pair_summary.chip_partial(c, prob, np.ones(prob.shape, bool), factor, flags)
+    chip_peak = max(chip_peak, tracemalloc.get_traced_memory()[1] - before)
+    acc = pair_summary.merge_partials([acc, part])
+    del prob
+  steps["chip_partial"] = chip_peak
+  steps["partials_held"] = tracemalloc.get_traced_memory()[0] - held
+  tracemalloc.reset_peak()
+  base = tracemalloc.get_traced_memory()[0]
+  pair_summary.summary_from_histogram(acc.hist, size * size, 0.5)
+  pooled = pair_summary.pooled_map(acc, size, size, factor)
+  pair_summary.regions_from_pooled(pooled, None, 20, 4)
+  steps["finish_pair"] = tracemalloc.get_traced_memory()[1] - base
   tracemalloc.stop()
+  out["pool_factor"] = factor
   out["step_peak_mb"] = {k: common.mb(v) for k, v in steps.items()}
-  out["held_while_aggregating_mb"] = common.mb(
-      out["chip_scores_mb"] * 2 ** 20 + steps["stitch"] + max(
-          steps["summarize"], steps["change_regions"], steps["encode_map"]))
+  out["held_while_aggregating_mb"] = common.mb(steps["partials_held"] + steps["finish_pair"])
   return out
 
 

@@ -1,133 +1,172 @@
-"""Per-chip change maps -> one row per pair: scores, change regions and a stitched change map."""
+"""Scored chips -> chip rows and per-pair partials; partials + pair -> the pair's row and map.
+
+Nothing here holds a pair's pixels: `ReduceChip` turns each chip into its row, its map tile and
+a small partial summary (`pipeline.pair_summary`), the partials are combined per pair with
+`CombinePerKey`, and `FinishPair` makes the pair row from the combined summary and assembles
+the map tile by tile.
+"""
 from __future__ import annotations
 
-import math
-from typing import Iterable
+from typing import Any
 
+import apache_beam as beam
 import numpy as np
-from scipy import ndimage
 
-from changesweep.pipeline.elements import Pair
-from changesweep.pipeline.elements import PROB_NODATA, PROB_SCALE
-from changesweep.pipeline.scoring import ChipScore
+from changesweep.pipeline import change_maps, pair_summary
+from changesweep.pipeline.elements import (PROB_SCALE, ChipFailure, ChipKey, ChipScore,
+                                           DeadLetter, Pair)
+from changesweep.pipeline.metrics import inc_counter
 from changesweep.transforms import tiling
 
-# Change regions are found on a map of at most this many pixels a side (max-pooled if larger),
-# so a 10980^2 scene costs as little as a small one.
-_REGION_MAP_SIDE = 2048
-# The scene score is the mean probability of the most changed pixels: this fraction of them.
-_TOP_FRACTION = 0.01
-
-
-def stitch(pair: Pair, chips: Iterable[ChipScore], chip_size: int, overlap: int
-           ) -> tuple[np.ndarray, np.ndarray, list[tuple[tiling.Chip, ChipScore]]]:
-  """Places each chip's core into scene-sized byte maps of probability and validity."""
-  h, w = pair.after.height, pair.after.width
-  grid = tiling.chip_grid(h, w, chip_size, overlap)
-  prob = np.zeros((h, w), np.uint8)
-  valid = np.zeros((h, w), bool)
-  placed = []
-  for score in chips:
-    chip = grid[score.chip_index]
-    rows, cols = tiling.core_slice(chip)
-    target = (slice(chip.core_row0, chip.core_row1), slice(chip.core_col0, chip.core_col1))
-    prob[target] = score.prob[rows, cols]
-    valid[target] = score.valid[rows, cols]
-    placed.append((chip, score))
-  if len(placed) != len(grid):
-    raise ValueError(f"pair {pair.pair_id}: {len(placed)} of {len(grid)} chips were scored")
-  return prob, valid, placed
+STAGE = "aggregate"
 
 
 def summarize(prob: np.ndarray, valid: np.ndarray, threshold: float) -> dict:
-  """Scores of one map (a pair or a chip core): fractions, mean/max and the change score."""
-  n_valid = int(valid.sum())
-  if n_valid == 0:
-    return {"valid_fraction": 0.0, "changed_fraction": None, "changed_pixels": 0,
-            "mean_change_prob": None, "max_change_prob": None, "change_score": None}
-  # One float copy of the valid pixels, scaled and partitioned in place (the mean is taken
-  # before): at 10980^2 px, separate copies were ~0.9 GB of a worker. Same values and sums.
-  p = prob[valid].astype(np.float32)
-  p /= PROB_SCALE
-  changed = int((p >= threshold).sum())
-  mean, top_value = float(p.mean()), float(p.max())
-  k = max(1, int(math.ceil(_TOP_FRACTION * p.size)))
-  p.partition(p.size - k)
-  return {"valid_fraction": n_valid / valid.size, "changed_fraction": changed / n_valid,
-          "changed_pixels": changed, "mean_change_prob": mean,
-          "max_change_prob": top_value, "change_score": float(p[p.size - k:].mean())}
+  """Scores of one map (a chip core): fractions, mean/max and the change score.
 
-
-def change_regions(prob: np.ndarray, valid: np.ndarray, threshold: float,
-                   transform: tuple[float, ...] | None, max_regions: int,
-                   min_pixels: int) -> list[dict]:
-  """Bounding boxes of connected changed areas, largest first.
-
-  Pixel boxes are half-open `[row0, row1) x [col0, col1)`; map boxes are given when the
-  capture is georeferenced.
+  Same numbers as `pair_summary.summary_from_histogram`, which the pair rows use.
   """
-  changed = valid & (prob >= int(math.ceil(threshold * PROB_SCALE)))
-  factor = max(1, math.ceil(max(changed.shape) / _REGION_MAP_SIDE))
-  if factor > 1:
-    h, w = changed.shape
-    pad = ((0, -h % factor), (0, -w % factor))
-    changed = np.pad(changed, pad).reshape(
-        changed.shape[0] // factor + bool(pad[0][1]), factor, -1, factor).any(axis=(1, 3))
-  labels, n = ndimage.label(changed, structure=np.ones((3, 3), bool))
-  if n == 0:
-    return []
-  areas = np.bincount(labels.ravel())[1:]
-  boxes = ndimage.find_objects(labels)
-  regions = []
-  for label in np.argsort(-areas, kind="stable")[:max_regions]:
-    if areas[label] * factor * factor < min_pixels:
-      break
-    rs, cs = boxes[label]
-    row0, row1 = rs.start * factor, min(rs.stop * factor, prob.shape[0])
-    col0, col1 = cs.start * factor, min(cs.stop * factor, prob.shape[1])
-    window = prob[row0:row1, col0:col1][valid[row0:row1, col0:col1]]
-    region = {"row0": row0, "col0": col0, "row1": row1, "col1": col1,
-              "area_pixels": int(areas[label]) * factor * factor,
-              "max_change_prob": float(window.max()) / PROB_SCALE if window.size else None,
-              "min_x": None, "min_y": None, "max_x": None, "max_y": None}
-    if transform is not None:
-      a, b, c, d, e, f = transform
-      xs = [a * col + b * row + c for row in (row0, row1) for col in (col0, col1)]
-      ys = [d * col + e * row + f for row in (row0, row1) for col in (col0, col1)]
-      region.update(min_x=min(xs), min_y=min(ys), max_x=max(xs), max_y=max(ys))
-    regions.append(region)
-  return regions
+  p = prob[valid]
+  hist = np.bincount(p, minlength=PROB_SCALE + 1)[:PROB_SCALE + 1]
+  return pair_summary.summary_from_histogram(hist, valid.size, threshold)
 
 
-def encode_map(prob: np.ndarray, valid: np.ndarray) -> np.ndarray:
-  return np.where(valid, np.minimum(prob, PROB_SCALE), PROB_NODATA).astype(np.uint8)
+def chip_row(key: ChipKey, chip: tiling.Chip, prob: np.ndarray, valid: np.ndarray,
+             threshold: float, run: dict) -> dict:
+  return {"pair_id": key.pair_id, "location": key.location, "capture_date": key.capture_date,
+          "chip_index": chip.index, "row0": chip.core_row0, "col0": chip.core_col0,
+          "row1": chip.core_row1, "col1": chip.core_col1,
+          **summarize(prob, valid, threshold), **run}
 
 
-def write_change_map(path: str, pair: Pair, prob: np.ndarray, valid: np.ndarray) -> None:
-  """Writes the map as a tiled, compressed GeoTIFF through Beam's FileSystems (local or gs://).
+@beam.typehints.with_output_types(tuple[str, Any])
+class ReduceChip(beam.DoFn):
+  """`(ChipKey, ChipScore)` -> `(pair_id, Partial)`; chip rows tagged "chips"; map tiles.
 
-  Band 1 is the change probability x 254 (scale metadata set), 255 is nodata; the grid and CRS
-  are the after capture's.
+  Attributes:
+    chip_size, overlap: the chip grid.
+    threshold: flagged means `p >= threshold`.
+    output: the sweep's output root (tiles go under `maps/_tiles/`); None: no maps.
+    run: fields copied into every row (model id and version, run id).
   """
+
+  def __init__(self, chip_size: int, overlap: int, threshold: float, output: str | None,
+               run: dict):
+    self.chip_size = chip_size
+    self.overlap = overlap
+    self.threshold = threshold
+    self.output = output
+    self.run = dict(run)
+
+  def setup(self):
+    self._flags = pair_summary.flag_levels(self.threshold)
+
+  def process(self, element):
+    key, score = element
+    grid = tiling.chip_grid(key.height, key.width, self.chip_size, self.overlap)
+    chip = grid[score.chip_index]
+    rows, cols = tiling.core_slice(chip)
+    prob, valid = score.prob[rows, cols], score.valid[rows, cols]
+    yield beam.pvalue.TaggedOutput("chips", chip_row(key, chip, prob, valid, self.threshold,
+                                                     self.run))
+    if self.output:
+      change_maps.write_tile(change_maps.tile_path(self.output, key.pair_id, chip.index),
+                             pair_summary.encode_tile(prob, valid))
+    factor = pair_summary.pool_factor(key.height, key.width)
+    yield key.pair_id, pair_summary.chip_partial(chip, prob, valid, factor, self._flags)
+
+
+def failure_dead_letter(pair: Pair, failures: list[ChipFailure]) -> DeadLetter:
+  """One dead letter for a pair with failed chips, filed under its after capture.
+
+  Each capture is accounted for once: as the first capture of its location or as the after
+  capture of one pair; the reason names the pair's before capture too.
+  """
+  first = sorted(failures)[0]
+  stage = "scoring" if first.reason.startswith("inference failed") else "chips"
+  return DeadLetter(pair.after.uri, stage,
+                    f"pair with {pair.before.uri}: {first.reason} ({len(failures)} chip(s) failed)",
+                    pair.location, pair.pair_id)
+
+
+def crs_name(wkt: str) -> str | None:
+  if not wkt:
+    return None
   import rasterio
-  from apache_beam.io.filesystems import FileSystems
-  from rasterio.io import MemoryFile
 
-  h, w = prob.shape
-  profile = dict(driver="GTiff", height=h, width=w, count=1, dtype="uint8", nodata=PROB_NODATA,
-                 compress="deflate", tiled=h >= 256 and w >= 256, blockxsize=256,
-                 blockysize=256)
-  if pair.after.crs:
-    profile.update(crs=rasterio.crs.CRS.from_wkt(pair.after.crs),
-                   transform=rasterio.Affine(*pair.after.transform))
-  with MemoryFile() as mem:
-    with mem.open(**profile) as dst:
-      dst.write(encode_map(prob, valid)[None])
-      dst.scales = (1.0 / PROB_SCALE,)
-      dst.set_band_description(1, "change_probability")
-      dst.update_tags(pair_id=pair.pair_id, before=pair.before.uri, after=pair.after.uri,
-                      before_captured_at=pair.before.captured_at,
-                      after_captured_at=pair.after.captured_at)
-    data = mem.read()
-  with FileSystems.create(path) as f:
-    f.write(data)
+  c = rasterio.crs.CRS.from_wkt(wkt)
+  return c.to_string() if c.to_epsg() else wkt
+
+
+class FinishPair(beam.DoFn):
+  """`(pair_id, {pair, summary, failed})` -> pair row (main), dead letter ("dead"), map.
+
+  Attributes:
+    chip_size, overlap, threshold, run: as for `ReduceChip`.
+    output: the output root, or None when no maps are written.
+    max_regions, min_region_pixels: region rows kept per pair.
+  """
+
+  def __init__(self, chip_size: int, overlap: int, threshold: float, output: str | None,
+               run: dict, max_regions: int, min_region_pixels: int):
+    self.chip_size = chip_size
+    self.overlap = overlap
+    self.threshold = threshold
+    self.output = output
+    self.run = dict(run)
+    self.max_regions = max_regions
+    self.min_region_pixels = min_region_pixels
+
+  def process(self, element):
+    pair_id, joined = element
+    pairs = list(joined["pair"])
+    if not pairs:  # chips of a pair that was never planned cannot happen; guard anyway
+      return
+    pair = pairs[0]
+    failures = list(joined["failed"])
+    if failures:
+      if self.output:
+        change_maps.delete_tiles(self.output, pair_id)
+      yield beam.pvalue.TaggedOutput("dead", failure_dead_letter(pair, failures))
+      return
+    h, w = pair.after.height, pair.after.width
+    planned = len(tiling.chip_grid(h, w, self.chip_size, self.overlap))
+    partials = list(joined["summary"])
+    partial = (pair_summary.merge_partials(partials) if partials
+               else pair_summary.empty_partial())
+    if len(partial.chips) != planned:
+      inc_counter(STAGE, "pairs_with_missing_chips")
+      yield beam.pvalue.TaggedOutput("dead", DeadLetter(
+          pair.after.uri, STAGE, f"pair with {pair.before.uri}: {len(partial.chips)} of "
+          f"{planned} chips were scored", pair.location, pair_id))
+      return
+    summary = pair_summary.summary_from_histogram(partial.hist, h * w, self.threshold)
+    if summary["changed_fraction"] is None:
+      inc_counter(STAGE, "pairs_without_valid_pixels")
+      if self.output:
+        change_maps.delete_tiles(self.output, pair_id)
+      yield beam.pvalue.TaggedOutput("dead", DeadLetter(
+          pair.after.uri, STAGE, f"pair with {pair.before.uri}: no pixel is valid in both "
+          "captures (all nodata, masked or not finite)", pair.location, pair_id))
+      return
+    factor = pair_summary.pool_factor(h, w)
+    pooled = pair_summary.pooled_map(partial, h, w, factor)
+    map_uri = None
+    if self.output:
+      map_uri = change_maps.assemble_map(self.output, pair, self.chip_size, self.overlap)
+      inc_counter(STAGE, "maps_written")
+    inc_counter(STAGE, "pairs_scored")
+    transform = pair.after.transform if pair.after.crs else None
+    yield {
+        "pair_id": pair_id, "location": pair.location,
+        "capture_date": pair.after.captured_at[:10],
+        "before_captured_at": pair.before.captured_at,
+        "after_captured_at": pair.after.captured_at,
+        "before_uri": pair.before.uri, "after_uri": pair.after.uri,
+        "height": h, "width": w, "crs": crs_name(pair.after.crs),
+        **summary, "threshold": self.threshold, "num_chips": planned,
+        "regions": pair_summary.regions_from_pooled(pooled, transform, self.max_regions,
+                                                    self.min_region_pixels),
+        "change_map_uri": map_uri, **self.run}
+    # The pooled map travels on for polygons (GIS outputs) in a tagged output of its own.
+    yield beam.pvalue.TaggedOutput("pooled", (pair, pooled))

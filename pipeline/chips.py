@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
-
 import apache_beam as beam
 import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from changesweep.pipeline.elements import DeadLetter, Pair
+from changesweep.pipeline.elements import ChipFailure, ChipKey, Pair
 from changesweep.pipeline.metrics import inc_counter, timer_msec
 from changesweep.pipeline.rasters import WindowReader
 from changesweep.transforms import preprocessing, tiling
@@ -18,21 +16,9 @@ STAGE = "chips"
 _RETRIES = 3
 
 
-class ChipFailure(NamedTuple):
-  """A chip that could not be read; its whole pair is then dead-lettered."""
-  pair_id: str
-  chip_index: int
-  reason: str
-
-
-def chip_key(pair_id: str, index: int) -> str:
-  return f"{pair_id}/{index}"
-
-
-def split_chip_key(key: bytes | str) -> tuple[str, int]:
-  text = key.decode() if isinstance(key, bytes) else key
-  pair_id, index = text.rsplit("/", 1)
-  return pair_id, int(index)
+def chip_key(pair: Pair, index: int) -> ChipKey:
+  a = pair.after
+  return ChipKey(pair.pair_id, index, a.height, a.width, a.location, a.captured_at[:10])
 
 
 def plan_chips(pair: Pair, chip_size: int, overlap: int) -> list[tuple[Pair, tiling.Chip]]:
@@ -64,7 +50,7 @@ def read_chip(reader: WindowReader, pair: Pair, chip: tiling.Chip, chip_size: in
   before = np.where(valid[..., None], before, 0.0)
   after = np.where(valid[..., None], after, 0.0)
   return preprocessing.make_instance(
-      chip_key(pair.pair_id, chip.index), tiling.pad_chip(before, chip_size),
+      chip_key(pair, chip.index).to_bytes(), tiling.pad_chip(before, chip_size),
       tiling.pad_chip(after, chip_size), tiling.pad_chip(valid.astype(np.float32), chip_size))
 
 
@@ -116,14 +102,3 @@ class ReadChips(beam.DoFn):
   def teardown(self):
     self.reader.close()
 
-
-def failure_dead_letter(pair: Pair, failures: list[ChipFailure]) -> DeadLetter:
-  """One dead letter for a pair with failed chips, filed under its after capture.
-
-  Each capture is accounted for once: as the first capture of its location or as the after
-  capture of one pair; the reason names the pair's before capture too.
-  """
-  first = sorted(failures)[0]
-  return DeadLetter(pair.after.uri, STAGE,
-                    f"pair with {pair.before.uri}: {first.reason} ({len(failures)} chip(s) failed)",
-                    pair.location, pair.pair_id)

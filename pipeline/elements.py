@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from typing import NamedTuple
+
+import numpy as np
 
 # Change probabilities travel and are stored as bytes: 0..254 is probability x 254, 255 nodata.
 PROB_SCALE = 254
@@ -110,3 +113,68 @@ def safe_name(text: str) -> str:
   """A file-name-safe form of an archive-supplied name: it can never leave its folder."""
   name = _UNSAFE.sub("_", text).strip("._") or "_"
   return name[:100]
+
+
+class ChipKey(NamedTuple):
+  """Identifies one chip through scoring, with what its rows need (no pair held downstream).
+
+  Attributes:
+    pair_id: the pair.
+    index: the chip's index in the pair's grid (`transforms.tiling.chip_grid`).
+    height, width: the pair's grid, so the chip's window can be recomputed anywhere.
+    location, capture_date: copied into the chip's row.
+  """
+  pair_id: str
+  index: int
+  height: int
+  width: int
+  location: str
+  capture_date: str
+
+  def to_bytes(self) -> bytes:
+    """The key as tf.Transform carries it (a bytes column); `from_bytes` reverses it."""
+    return json.dumps(list(self), separators=(",", ":")).encode()
+
+  @classmethod
+  def from_bytes(cls, data: bytes | str) -> "ChipKey":
+    return cls(*json.loads(data))
+
+
+class ChipScore(NamedTuple):
+  """The model's output for one chip: probabilities quantised to bytes, and validity.
+
+  Attributes:
+    chip_index: the chip's index in the pair's grid.
+    prob: `[S, S]` uint8, change probability x PROB_SCALE (0 where invalid).
+    valid: `[S, S]` bool, both captures usable.
+  """
+  chip_index: int
+  prob: np.ndarray
+  valid: np.ndarray
+
+
+class ChipFailure(NamedTuple):
+  """A chip that could not be read or scored; its whole pair is then dead-lettered."""
+  pair_id: str
+  chip_index: int
+  reason: str
+
+
+class PooledMap(NamedTuple):
+  """A pair's change map pooled to cells of `factor` px (at most 2048^2 cells).
+
+  Attributes:
+    factor: cell side in pixels of the pair's grid (1 up to 2048^2 px scenes).
+    height, width: the pair's grid in pixels.
+    flagged: uint32 `[h', w']` pixels with p >= threshold per cell.
+    valid: uint32 `[h', w']` valid pixels per cell.
+    prob_sum: float64 `[h', w']` sum of the change probabilities (0..1) of valid pixels.
+    prob_max: uint8 `[h', w']` maximum quantised probability (0..254) per cell.
+  """
+  factor: int
+  height: int
+  width: int
+  flagged: np.ndarray
+  valid: np.ndarray
+  prob_sum: np.ndarray
+  prob_max: np.ndarray

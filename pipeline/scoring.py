@@ -1,33 +1,17 @@
 """Normalise chips with tf.Transform and score them with RunInference over the model directory."""
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy
 
 from changesweep.model.format import NORMALIZED_SIGNATURE, OUTPUT_KEY
-from changesweep.pipeline.chips import split_chip_key
-from changesweep.pipeline.elements import PROB_SCALE
+from changesweep.pipeline.elements import PROB_SCALE, ChipKey, ChipScore
 from changesweep.pipeline.metrics import inc_counter
 from changesweep.transforms import preprocessing
 
 STAGE = "scoring"
-
-
-class ChipScore(NamedTuple):
-  """The model's output for one chip: probabilities quantised to bytes, and validity.
-
-  Attributes:
-    chip_index: the chip's index in the pair's grid.
-    prob: `[S, S]` uint8, change probability x PROB_SCALE (0 where invalid).
-    valid: `[S, S]` bool, both captures usable.
-  """
-  chip_index: int
-  prob: np.ndarray
-  valid: np.ndarray
 
 
 class SavedModelHandler(TFModelHandlerNumpy):
@@ -109,24 +93,35 @@ def raw_tensor_adapter_config(num_bands: int, chip_size: int):
       preprocessing.VALID: dense(preprocessing.VALID, pixels)})
 
 
-def to_record_batch(instance: dict):
-  """One raw chip instance (`preprocessing.make_instance`) -> a one-row Arrow record batch."""
+def to_record_batch(instances: dict | list[dict]):
+  """Raw chip instances (`preprocessing.make_instance`) -> one Arrow record batch, a row each.
+
+  tf.Transform runs its graph once per record batch, so batches of many chips cost one graph
+  call instead of one per chip.
+  """
   import pyarrow as pa
 
-  def column(values, kind):
-    return pa.LargeListArray.from_arrays(pa.array([0, len(values)], pa.int64()),
-                                         pa.array(values, kind))
+  if isinstance(instances, dict):
+    instances = [instances]
+
+  def column(name, kind):
+    values = [np.asarray(i[name], np.float32) for i in instances] if kind == pa.float32() \
+        else [[i[name]] for i in instances]
+    lengths = np.cumsum([0] + [len(v) for v in values]).astype(np.int64)
+    flat = np.concatenate(values) if kind == pa.float32() else [x for v in values for x in v]
+    return pa.LargeListArray.from_arrays(pa.array(lengths, pa.int64()), pa.array(flat, kind))
 
   return pa.RecordBatch.from_arrays(
-      [column([instance[preprocessing.KEY]], pa.large_binary()),
-       column(np.asarray(instance[preprocessing.BEFORE], np.float32), pa.float32()),
-       column(np.asarray(instance[preprocessing.AFTER], np.float32), pa.float32()),
-       column(np.asarray(instance[preprocessing.VALID], np.float32), pa.float32())],
+      [column(preprocessing.KEY, pa.large_binary()),
+       column(preprocessing.BEFORE, pa.float32()),
+       column(preprocessing.AFTER, pa.float32()),
+       column(preprocessing.VALID, pa.float32())],
       [preprocessing.KEY, preprocessing.BEFORE, preprocessing.AFTER, preprocessing.VALID])
 
 
-def to_model_inputs(transformed, num_bands: int, chip_size: int) -> list[tuple[str, np.ndarray]]:
-  """A transformed record batch -> `(chip_key, [S, S, 2C+1] float32)` per chip."""
+def to_model_inputs(transformed, num_bands: int, chip_size: int
+                    ) -> list[tuple[ChipKey, np.ndarray]]:
+  """A transformed record batch -> `(ChipKey, [S, S, 2C+1] float32)` per chip."""
   batch = transformed[0] if isinstance(transformed, tuple) else transformed
 
   def values(name: str, width: int) -> np.ndarray:
@@ -138,17 +133,16 @@ def to_model_inputs(transformed, num_bands: int, chip_size: int) -> list[tuple[s
   before = values(preprocessing.BEFORE, num_bands)
   after = values(preprocessing.AFTER, num_bands)
   valid = values(preprocessing.VALID, 1)
-  return [(key.decode() if isinstance(key, bytes) else str(key),
+  return [(ChipKey.from_bytes(key),
            np.concatenate([before[i], after[i], valid[i]], axis=-1))
           for i, key in enumerate(keys)]
 
 
-def to_chip_score(keyed: tuple[str, PredictionResult]) -> tuple[str, ChipScore]:
+def to_chip_score(keyed: tuple[ChipKey, PredictionResult]) -> tuple[ChipKey, ChipScore]:
   key, result = keyed
-  pair_id, index = split_chip_key(key)
   out = np.asarray(result.inference)
   inc_counter(STAGE, "chips_scored")
-  return pair_id, ChipScore(index, np.round(out[..., 0] * PROB_SCALE).astype(np.uint8),
+  return key, ChipScore(key.index, np.round(out[..., 0] * PROB_SCALE).astype(np.uint8),
                             out[..., 1] > 0.5)
 
 
@@ -176,7 +170,7 @@ def make_model_handler(saved_model_dir: str, batch_size: int, large_model: bool 
 
 
 class ScoreChips(beam.PTransform):
-  """Raw chip instances + a transform_fn -> `(pair_id, ChipScore)` and the inference DLQ.
+  """Raw chip instances + a transform_fn -> `(ChipKey, ChipScore)` and the inference DLQ.
 
   Normalisation is tf.Transform's `TransformDataset` with either the statistics computed over
   this archive or the model's own, fed and read as Arrow record batches; scoring is
@@ -194,7 +188,9 @@ class ScoreChips(beam.PTransform):
     import tensorflow_transform.beam as tft_beam
 
     bands, size = self.num_bands, self.chip_size
-    batches = instances | "ToRecordBatches" >> beam.Map(to_record_batch)
+    batches = (instances
+               | "BatchChips" >> beam.BatchElements(min_batch_size=8, max_batch_size=32)
+               | "ToRecordBatches" >> beam.Map(to_record_batch))
     transformed, _ = (((batches, raw_tensor_adapter_config(bands, size)), self.transform_fn)
                       | "Normalize" >> tft_beam.TransformDataset(output_record_batches=True))
     results, dlq = (transformed

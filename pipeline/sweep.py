@@ -8,10 +8,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from changesweep.model.format import ModelInfo
-from changesweep.pipeline import aggregate, dataflow, incremental
+from changesweep.pipeline import aggregate, dataflow, incremental, pair_summary
 from changesweep.pipeline.bigquery import WriteRowsToBigQuery
-from changesweep.pipeline.chips import ChipFailure, ReadChips, failure_dead_letter, plan_chips, split_chip_key
-from changesweep.pipeline.elements import DeadLetter, Pair, safe_name
+from changesweep.pipeline.chips import ReadChips, plan_chips
+from changesweep.pipeline.elements import ChipFailure
 from changesweep.pipeline.listing import ListCaptures
 from changesweep.pipeline.metrics import inc_counter
 from changesweep.pipeline.history import ScoreAgainstHistory
@@ -22,9 +22,6 @@ from changesweep.pipeline.scoring import (ScoreChips, capped_batch_size, make_mo
                               raw_tensor_adapter_config, to_record_batch)
 from changesweep.pipeline.sinks import WriteTable
 from changesweep.transforms import preprocessing
-
-STAGE = "aggregate"
-
 
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
@@ -99,83 +96,10 @@ class SweepConfig:
     return self.model.chip_size
 
 
-def map_path(output: str, pair: Pair) -> str:
-  """Where a pair's change map goes: always under `output`, whatever the location id says."""
-  return FileSystems.join(output, "maps", safe_name(pair.location), f"{pair.pair_id}.tif")
-
-
-class AggregatePair(beam.DoFn):
-  """Joined `(pair, chip scores, failures)` -> pair row, chip rows, change map, or dead letter."""
-
-  def __init__(self, cfg: SweepConfig):
-    self.cfg = cfg
-
-  def process(self, element):
-    pair_id, joined = element
-    pairs = list(joined["pair"])
-    if not pairs:  # chips of a pair that was never planned cannot happen; guard anyway
-      return
-    pair = pairs[0]
-    failures = list(joined["failed"])
-    if failures:
-      yield beam.pvalue.TaggedOutput("dead", failure_dead_letter(pair, failures))
-      return
-    cfg = self.cfg
-    try:
-      prob, valid, placed = aggregate.stitch(pair, joined["chips"], cfg.chip_size,
-                                             cfg.chip_overlap)
-    except ValueError as e:
-      yield beam.pvalue.TaggedOutput("dead", DeadLetter(
-          pair.after.uri, STAGE, f"pair with {pair.before.uri}: {e}", pair.location, pair_id))
-      return
-    if not valid.any():
-      inc_counter(STAGE, "pairs_without_valid_pixels")
-      yield beam.pvalue.TaggedOutput("dead", DeadLetter(
-          pair.after.uri, STAGE, f"pair with {pair.before.uri}: no pixel is valid in both "
-          "captures (all nodata, masked or not finite)", pair.location, pair_id))
-      return
-    threshold = cfg.model.threshold
-    run = {"model_id": cfg.model.model_id, "model_version": cfg.model.version,
-           "run_id": cfg.run_id}
-    date = pair.after.captured_at[:10]
-    for chip, _ in sorted(placed, key=lambda cs: cs[0].index):
-      core = (slice(chip.core_row0, chip.core_row1), slice(chip.core_col0, chip.core_col1))
-      yield beam.pvalue.TaggedOutput("chips", {
-          "pair_id": pair_id, "location": pair.location, "capture_date": date,
-          "chip_index": chip.index, "row0": chip.core_row0, "col0": chip.core_col0,
-          "row1": chip.core_row1, "col1": chip.core_col1,
-          **aggregate.summarize(prob[core], valid[core], threshold), **run})
-    map_uri = None
-    if cfg.write_maps:
-      map_uri = map_path(cfg.output, pair)
-      aggregate.write_change_map(map_uri, pair, prob, valid)
-      inc_counter(STAGE, "maps_written")
-    crs = None
-    if pair.after.crs:
-      import rasterio
-
-      c = rasterio.crs.CRS.from_wkt(pair.after.crs)
-      crs = c.to_string() if c.to_epsg() else pair.after.crs
-    inc_counter(STAGE, "pairs_scored")
-    yield {
-        "pair_id": pair_id, "location": pair.location, "capture_date": date,
-        "before_captured_at": pair.before.captured_at,
-        "after_captured_at": pair.after.captured_at,
-        "before_uri": pair.before.uri, "after_uri": pair.after.uri,
-        "height": pair.after.height, "width": pair.after.width, "crs": crs,
-        **aggregate.summarize(prob, valid, threshold), "threshold": threshold,
-        "num_chips": len(placed),
-        "regions": aggregate.change_regions(
-            prob, valid, threshold, pair.after.transform if pair.after.crs else None,
-            cfg.max_regions, cfg.min_region_pixels),
-        "change_map_uri": map_uri, **run}
-
-
 def _inference_failures(failed):
   batch, error = failed
   for key, _ in batch:
-    pair_id, index = split_chip_key(key)
-    yield pair_id, ChipFailure(pair_id, index, f"inference failed: {str(error)[:300]}")
+    yield key.pair_id, ChipFailure(key.pair_id, key.index, f"inference failed: {str(error)[:300]}")
 
 
 def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
@@ -203,7 +127,10 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
       sample = tasks | "ReadChips[Statistics]" >> beam.ParDo(
           ReadChips(size, count_metrics=False, mask_values=cfg.masks.values)).with_outputs(
               "failed", main="chips")
-      batches = sample.chips | "ToRecordBatches[Statistics]" >> beam.Map(to_record_batch)
+      batches = (sample.chips
+                 | "BatchChips[Statistics]" >> beam.BatchElements(min_batch_size=8,
+                                                                  max_batch_size=32)
+                 | "ToRecordBatches[Statistics]" >> beam.Map(to_record_batch))
       transform_fn = ((batches, raw_tensor_adapter_config(nbands, size)) | "ComputeStatistics" >>
                       tft_beam.AnalyzeDataset(preprocessing.make_preprocessing_fn(nbands, size)))
       _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
@@ -229,11 +156,20 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
                  dlq.failed_inferences | "KeyInferenceFailures" >> beam.FlatMap(
                      _inference_failures))
                 | "FlattenFailures" >> beam.Flatten())
+    run = {"model_id": cfg.model.model_id, "model_version": cfg.model.version,
+           "run_id": cfg.run_id}
+    maps_root = cfg.output if cfg.write_maps else None
+    reduced = scores | "ReduceChips" >> beam.ParDo(aggregate.ReduceChip(
+        size, cfg.chip_overlap, cfg.model.threshold, maps_root, run)).with_outputs(
+            "chips", main="partials")
+    summaries = reduced.partials | "CombinePerPair" >> beam.CombinePerKey(
+        pair_summary.PairSummaryFn())
     joined = ({"pair": pairs | "KeyPairs" >> beam.Map(lambda pr: (pr.pair_id, pr)),
-               "chips": scores, "failed": failures}
-              | "JoinChipsToPairs" >> beam.CoGroupByKey())
-    rows = joined | "AggregatePairs" >> beam.ParDo(AggregatePair(cfg)).with_outputs(
-        "chips", "dead", main="pairs")
+               "summary": summaries, "failed": failures}
+              | "JoinSummariesToPairs" >> beam.CoGroupByKey())
+    rows = joined | "FinishPairs" >> beam.ParDo(aggregate.FinishPair(
+        size, cfg.chip_overlap, cfg.model.threshold, maps_root, run, cfg.max_regions,
+        cfg.min_region_pixels)).with_outputs("dead", "pooled", main="pairs")
     _ = scores | "Progress[chips]" >> ReportProgress("chips", tasks)
     _ = rows.pairs | "Progress[pairs]" >> ReportProgress("pairs", pairs)
   run_id = cfg.run_id
@@ -244,7 +180,7 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
   first_rows = firsts | "FirstCaptureRows" >> beam.Map(lambda f: {**f.to_row(), "run_id": run_id})
   pair_rows, history_rows = ((rows.pairs, records)
                              | "ScoreAgainstHistory" >> ScoreAgainstHistory(cfg.history, run_id))
-  out = {"pairs": pair_rows, "chips": rows.chips, "first_captures": first_rows,
+  out = {"pairs": pair_rows, "chips": reduced.chips, "first_captures": first_rows,
          "dead_letter": dead, "history": history_rows}
   for table, pcoll in out.items():
     pcoll | f"Write[{table}]" >> WriteTable(cfg.output, table, cfg.num_shards,

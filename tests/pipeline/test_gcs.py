@@ -76,16 +76,24 @@ def test_sweep_lists_and_reads_a_gs_archive(gcs, tmp_path):
 def test_change_maps_write_to_gs_and_read_back_by_window(gcs):
   from rasterio.windows import Window
 
-  from changesweep.pipeline import aggregate, rasters
+  from changesweep.pipeline import change_maps, pair_summary, rasters
   from changesweep.pipeline.elements import Pair, SceneRef
+  from changesweep.transforms.tiling import chip_grid
 
   ref = SceneRef("l", "2020-01-01T00:00:00", ("gs://x/a.tif",), ("B1",), 300, 260, "uint16", "",
                  (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), None, 0)
   prob = np.arange(300 * 260).reshape(300, 260) % 254
   valid = np.ones_like(prob, bool)
   valid[:5] = False
-  aggregate.write_change_map("gs://maps/l/p.tif", Pair("p", ref, ref, (0,), (0,)),
-                             prob.astype(np.uint8), valid)
-  with rasters.open_raster("gs://maps/l/p.tif") as src:
+  pair = Pair("p", ref, ref, (0,), (0,))
+  for chip in chip_grid(300, 260, 128, 16):  # tiles as ReduceChip writes them, then the map
+    core = (slice(chip.core_row0, chip.core_row1), slice(chip.core_col0, chip.core_col1))
+    change_maps.write_tile(change_maps.tile_path("gs://maps", "p", chip.index),
+                           pair_summary.encode_tile(prob[core].astype(np.uint8), valid[core]))
+  uri = change_maps.assemble_map("gs://maps", pair, 128, 16)
+  assert uri == "gs://maps/maps/l/p.tif"
+  with rasters.open_raster(uri) as src:
     block = src.read(1, window=Window(200, 250, 60, 50))
-  assert (block == prob[250:300, 200:260]).all()
+    top = src.read(1, window=Window(0, 0, 260, 5))
+    assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+  assert (block == prob[250:300, 200:260]).all() and (top == 255).all()

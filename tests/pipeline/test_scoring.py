@@ -8,6 +8,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from changesweep.model.format import ModelDirError, export_model_dir, read_model_info
 from changesweep.pipeline.elements import PROB_SCALE
+from changesweep.pipeline.elements import ChipKey
 from changesweep.pipeline.scoring import make_model_handler, to_chip_score
 from changesweep.transforms import preprocessing as pp
 
@@ -55,11 +56,12 @@ def test_handler_scores_a_batch_and_zeroes_invalid_pixels(tiny_model):
 def test_run_inference_in_a_pipeline_gives_chip_scores(tiny_model):
   handler = make_model_handler(tiny_model.saved_model_dir, batch_size=2)
   with TestPipeline(runner="FnApiRunner") as p:
-    out = (p | beam.Create([("pairA/0", chip(0, 2, 1)), ("pairA/1", chip(0, -2, 1)),
-                            ("pairB/0", chip(1, 1, 1))])
+    key = lambda pair_id, index: ChipKey(pair_id, index, SIZE, SIZE, "loc", "2020-01-01")
+    out = (p | beam.Create([(key("pairA", 0), chip(0, 2, 1)), (key("pairA", 1), chip(0, -2, 1)),
+                            (key("pairB", 0), chip(1, 1, 1))])
            | RunInference(handler)
            | beam.Map(to_chip_score)
-           | beam.MapTuple(lambda pid, s: (pid, s.chip_index, int(s.prob.max()))))
+           | beam.MapTuple(lambda k, s: (k.pair_id, s.chip_index, int(s.prob.max()))))
     assert_that(out, equal_to([("pairA", 0, round(PROB_SCALE / (1 + np.exp(-8)))),
                                ("pairA", 1, round(PROB_SCALE / (1 + np.exp(8)))),
                                ("pairB", 0, PROB_SCALE // 2)]))
