@@ -5,13 +5,13 @@ It builds the same sweep as `changesweep sweep` and submits it without waiting.
 import logging
 import sys
 
-from changesweep.pipeline import dataflow
+from changesweep.pipeline import launch
 from changesweep.pipeline.main import UsageError
 
 if __name__ == "__main__":
   logging.basicConfig(level=logging.INFO)
   try:
-    dataflow.submit(sys.argv[1:])
+    launch.submit(sys.argv[1:])
   except UsageError as e:
     print(f"changesweep (flex template): error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -17,9 +17,6 @@ from apache_beam.io.filesystems import FileSystems
 from changesweep.pipeline.elements import PROB_NODATA, PROB_SCALE, Pair, safe_name
 from changesweep.transforms import tiling
 
-_COPY_CHUNK = 8 << 20
-
-
 def map_path(output: str, pair: Pair) -> str:
   """Where a pair's change map goes: always under `output`, whatever the location id says."""
   return FileSystems.join(output, "maps", safe_name(pair.location), f"{pair.pair_id}.tif")
@@ -102,9 +99,3 @@ def delete_tiles(output: str, pair_id: str) -> None:
   except Exception:  # tiles are scratch: a leftover must never fail the pair
     pass
 
-
-def copy_to(local_path: str, uri: str) -> None:
-  """Copies a local file to any Beam filesystem path, in chunks (never the whole file)."""
-  with open(local_path, "rb") as src, FileSystems.create(uri) as dst:
-    while chunk := src.read(_COPY_CHUNK):
-      dst.write(chunk)

@@ -10,10 +10,12 @@ def to_cog(src_path: str, dst_uri: str) -> None:
   import rasterio
   import rasterio.shutil
 
-  from changesweep.pipeline.change_maps import copy_to
+  from apache_beam.io.filesystems import FileSystems
 
   with tempfile.TemporaryDirectory(prefix="changesweep-cog-") as tmp:
     local = os.path.join(tmp, "cog.tif")
     with rasterio.open(src_path) as src:
       rasterio.shutil.copy(src, local, driver="COG", compress="DEFLATE", overview_resampling="nearest")
-    copy_to(local, dst_uri)
+    with open(local, "rb") as f, FileSystems.create(dst_uri) as dst:
+      while chunk := f.read(8 << 20):
+        dst.write(chunk)

@@ -178,3 +178,48 @@ class PooledMap(NamedTuple):
   valid: np.ndarray
   prob_sum: np.ndarray
   prob_max: np.ndarray
+
+
+class FirstCapture(NamedTuple):
+  """The earliest usable capture of a location: reported, not scored."""
+  location: str
+  captured_at: str
+  uri: str
+
+  def to_row(self) -> dict:
+    return self._asdict()
+
+
+class CaptureRecord(NamedTuple):
+  """One usable capture in a location's history.
+
+  Attributes:
+    location, captured_at, uri: which capture.
+    usable_fraction: share of its pixels that are valid (not nodata, cloud or masked).
+    band_means, band_stds: statistics of its valid pixels, per model band.
+    pair_id, change_score: the scored pair that ends at this capture, if any.
+    anomaly_score, anomaly_method: that pair's anomaly, once scored.
+  """
+  location: str
+  captured_at: str
+  uri: str
+  usable_fraction: float
+  band_means: tuple[float, ...]
+  band_stds: tuple[float, ...]
+  pair_id: str | None = None
+  change_score: float | None = None
+  anomaly_score: float | None = None
+  anomaly_method: str | None = None
+
+  def to_row(self, run_id: str) -> dict:
+    row = self._asdict()
+    row["band_means"] = list(self.band_means)
+    row["band_stds"] = list(self.band_stds)
+    row["run_id"] = run_id
+    return row
+
+  @classmethod
+  def from_row(cls, row: dict) -> "CaptureRecord":
+    return cls(row["location"], row["captured_at"], row["uri"], float(row["usable_fraction"]),
+               tuple(row["band_means"]), tuple(row["band_stds"]), row.get("pair_id"),
+               row.get("change_score"), row.get("anomaly_score"), row.get("anomaly_method"))

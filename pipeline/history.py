@@ -27,6 +27,8 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io import fileio
 
+from changesweep.pipeline import times
+from changesweep.pipeline.elements import CaptureRecord
 from changesweep.pipeline.metrics import inc_counter
 
 SEASONAL_MIN_DAYS = 365
@@ -37,43 +39,8 @@ _MAD_TO_SIGMA = 1.4826
 _MIN_SPREAD = 1e-3
 
 
-class CaptureRecord(NamedTuple):
-  """One usable capture in a location's history.
-
-  Attributes:
-    location, captured_at, uri: which capture.
-    usable_fraction: share of its pixels that are valid (not nodata, cloud or masked).
-    band_means, band_stds: statistics of its valid pixels, per model band.
-    pair_id, change_score: the scored pair that ends at this capture, if any.
-    anomaly_score, anomaly_method: that pair's anomaly, once scored.
-  """
-  location: str
-  captured_at: str
-  uri: str
-  usable_fraction: float
-  band_means: tuple[float, ...]
-  band_stds: tuple[float, ...]
-  pair_id: str | None = None
-  change_score: float | None = None
-  anomaly_score: float | None = None
-  anomaly_method: str | None = None
-
-  def to_row(self, run_id: str) -> dict:
-    row = self._asdict()
-    row["band_means"] = list(self.band_means)
-    row["band_stds"] = list(self.band_stds)
-    row["run_id"] = run_id
-    return row
-
-  @classmethod
-  def from_row(cls, row: dict) -> "CaptureRecord":
-    return cls(row["location"], row["captured_at"], row["uri"], float(row["usable_fraction"]),
-               tuple(row["band_means"]), tuple(row["band_stds"]), row.get("pair_id"),
-               row.get("change_score"), row.get("anomaly_score"), row.get("anomaly_method"))
-
-
 def _years(iso: str) -> float:
-  t = dt.datetime.fromisoformat(iso)
+  t = times.to_datetime(iso)
   return (t - dt.datetime(2000, 1, 1)).total_seconds() / 86400 / _YEAR_DAYS
 
 
@@ -116,8 +83,8 @@ def pair_anomaly(before: CaptureRecord, after: CaptureRecord, past: list[Capture
   """Anomaly of the pair `(before, after)` given the records strictly before `after`."""
   span_days = 0.0
   if past:
-    span_days = (dt.datetime.fromisoformat(past[-1].captured_at)
-                 - dt.datetime.fromisoformat(past[0].captured_at)).days
+    span_days = (times.to_datetime(past[-1].captured_at)
+                 - times.to_datetime(past[0].captured_at)).days
   if span_days >= SEASONAL_MIN_DAYS and len(past) >= SEASONAL_MIN_CAPTURES:
     residuals, spread = seasonal_departures(past, [before, after])
     jump = np.abs(residuals[1] - residuals[0]) / (spread * math.sqrt(2))

@@ -23,9 +23,8 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from changesweep.pipeline.elements import Pair
+from changesweep.pipeline.elements import FirstCapture, Pair
 from changesweep.pipeline.metrics import inc_counter
-from changesweep.pipeline.pairing import FirstCapture
 
 STAGE = "incremental"
 

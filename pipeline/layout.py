@@ -9,9 +9,10 @@ whose fields do not parse become dead letters.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import re
 import string
+
+from changesweep.pipeline import times
 
 FIELDS = ("location", "date", "band")
 _FIELD_RE = r"[^/]+?"
@@ -84,19 +85,12 @@ class Layout:
 
 
 def parse_time(text: str, date_format: str | None = None) -> str:
-  """Parses a capture time into ISO 8601 (naive times are taken as UTC).
+  """Parses a capture time into ISO 8601 (naive times are taken as UTC); see `pipeline.times`.
 
   Raises:
     LayoutError: the text is not a date in the expected format.
   """
   try:
-    if date_format:
-      value = dt.datetime.strptime(text, date_format)
-    else:
-      value = dt.datetime.fromisoformat(text.replace("_", "T") if "T" not in text else text)
-  except ValueError:
-    want = date_format or "ISO 8601 (e.g. 2017-10-30 or 20171030)"
-    raise LayoutError(f"date {text!r} does not parse as {want}") from None
-  if value.tzinfo is not None:
-    value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-  return value.isoformat()
+    return times.parse_capture_time(text, date_format)
+  except ValueError as e:
+    raise LayoutError(str(e)) from None

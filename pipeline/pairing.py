@@ -7,23 +7,13 @@ from typing import Iterable, NamedTuple
 
 import apache_beam as beam
 
-from changesweep.pipeline.elements import DeadLetter, Pair, SceneRef, make_pair_id
-from changesweep.pipeline.history import CaptureRecord
+from changesweep.pipeline.elements import (CaptureRecord, DeadLetter, FirstCapture, Pair, SceneRef,
+                                           make_pair_id)
 from changesweep.pipeline.listing import CaptureFile
 from changesweep.pipeline.metrics import inc_counter
 from changesweep.transforms.bands import BandError, resolve_bands
 
 STAGE = "pairing"
-
-
-class FirstCapture(NamedTuple):
-  """The earliest usable capture of a location: reported, not scored."""
-  location: str
-  captured_at: str
-  uri: str
-
-  def to_row(self) -> dict:
-    return self._asdict()
 
 
 def assemble_captures(location: str, files: Iterable[CaptureFile]

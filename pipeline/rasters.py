@@ -14,6 +14,8 @@ from apache_beam.io.filesystems import FileSystems
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
+from changesweep.transforms.masks import band_valid, is_masked
+
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
 # GDAL's block cache defaults to 5% of RAM in every process (1.2 GB of a 24 GB machine, per Beam
@@ -108,17 +110,12 @@ class WindowReader:
       (nodata, alpha or internal mask), not finite, or flagged by the capture's mask band or
       sidecar mask file (values in `mask_values`, or any non-zero value when it is empty).
     """
-    from changesweep.pipeline.usability import is_masked
-
     planes, valid = [], None
     for band in bands:
       uri, index = (uris[band], 1) if len(uris) > 1 else (uris[0], band + 1)
       src = self._get(uri)
       data = src.read(index, window=window, out_dtype="float32")
-      mask = src.read_masks(index, window=window) > 0
-      if nodata is not None:
-        mask &= data != nodata
-      mask &= np.isfinite(data)
+      mask = band_valid(data, src.read_masks(index, window=window), nodata)
       valid = mask if valid is None else valid & mask
       planes.append(data)
     if mask_band is not None:

@@ -9,6 +9,7 @@ import numpy as np
 from rasterio.enums import Resampling
 
 from changesweep.pipeline import rasters
+from changesweep.transforms.masks import band_valid, is_masked
 
 # Side of the decimated grid the usability check reads; the chips read the full resolution.
 STATS_SIDE = 256
@@ -32,11 +33,6 @@ class MaskSpec(NamedTuple):
   band: str | None = None
   layout: str | None = None
   values: tuple[int, ...] = ()
-
-
-def is_masked(values: np.ndarray, mask_values: tuple[int, ...]) -> np.ndarray:
-  """True where a mask band or file flags a pixel."""
-  return np.isin(values, mask_values) if mask_values else values != 0
 
 
 _FIELD = re.compile(r"\{(\w+)(?::[^}]*)?\}")
@@ -70,9 +66,7 @@ def file_stats(uri: str, nodata: float | None, mask_band: int | None = None,
                     out_dtype="float64")
     masks = src.read_masks(out_shape=(src.count, *shape), resampling=Resampling.nearest)
   bands = [b for b in range(data.shape[0]) if b != mask_band] or [0]
-  valid = (masks[bands] > 0).all(axis=0) & np.isfinite(data[bands]).all(axis=0)
-  if nodata is not None:
-    valid &= (data[bands] != nodata).all(axis=0)
+  valid = band_valid(data[bands], masks[bands], nodata).all(axis=0)
   if mask_band is not None:
     valid &= ~is_masked(data[mask_band], mask_values)
   if mask_uri is not None:

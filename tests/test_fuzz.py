@@ -14,7 +14,8 @@ from changesweep.pipeline import rasters
 from changesweep.pipeline.elements import DeadLetter, Pair
 from changesweep.pipeline.layout import Layout
 from changesweep.pipeline.listing import CaptureFile
-from changesweep.pipeline.pairing import FirstCapture, pair_series
+from changesweep.pipeline.elements import FirstCapture
+from changesweep.pipeline.pairing import pair_series
 from changesweep.pipeline.rasters import FileMeta
 from tests.conftest import SAMPLE_ARCHIVE
 

@@ -8,7 +8,7 @@ import pytest
 from apache_beam.options.pipeline_options import GoogleCloudOptions, WorkerOptions
 from apache_beam.portability.common_urns import resource_hints as rh
 
-from changesweep.pipeline import dataflow, main, scoring
+from changesweep.pipeline import dataflow, launch, main, scoring
 from tests.conftest import ROOT, SAMPLE_ARCHIVE
 
 ACCEL = rh.ACCELERATOR.urn
@@ -123,7 +123,7 @@ def test_flex_template_parameters_are_sweep_options(tmp_path):
 def test_run_date_fills_output_and_run_id_but_not_layout():
   argv = ["--output", "gs://b/sweeps/{date}", "--run_id=night-{date}",
           "--layout", "{location}/{date}.tif"]
-  assert dataflow.expand_run_date(argv, "2026-11-24") == [
+  assert launch.expand_run_date(argv, "2026-11-24") == [
       "--output", "gs://b/sweeps/2026-11-24", "--run_id=night-2026-11-24",
       "--layout", "{location}/{date}.tif"]
 

@@ -8,7 +8,7 @@ import pytest
 from changesweep.pipeline import incremental
 from changesweep.pipeline import main as sweep_main
 from changesweep.pipeline.elements import Pair, SceneRef
-from changesweep.pipeline.pairing import FirstCapture
+from changesweep.pipeline.elements import FirstCapture
 from changesweep.pipeline.sinks import read_jsonl_rows
 from tests.conftest import CVA_MODEL
 from tests.rasters import write_series

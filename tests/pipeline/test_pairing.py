@@ -4,7 +4,8 @@ import pytest
 
 from changesweep.pipeline.elements import DeadLetter, Pair
 from changesweep.pipeline.listing import CaptureFile
-from changesweep.pipeline.pairing import FirstCapture, pair_series
+from changesweep.pipeline.elements import FirstCapture
+from changesweep.pipeline.pairing import pair_series
 from changesweep.pipeline.rasters import FileMeta
 
 META = FileMeta(10, 12, 4, "uint16", "WKT", (10.0, 0.0, 0.0, 0.0, -10.0, 0.0), None,
