@@ -256,3 +256,26 @@ def test_capture_times_parse_with_or_without_zone():
   want = dt.datetime(2021, 3, 4, 5, 6, 7)
   assert report_data.capture_time("2021-03-04T05:06:07Z") == want
   assert report_data.capture_time("2021-03-04T05:06:07+00:00") == want
+
+
+def test_report_modules_import_one_way_and_stay_small():
+  """report -> report_page / report_figures -> report_data, nothing back; each under 450 lines."""
+  import ast
+
+  allowed = {"report": {"report_data", "report_figures", "report_page"},
+             "report_figures": {"report_data"}, "report_page": set(), "report_data": set()}
+  for name, may in allowed.items():
+    path = report_data.__file__.replace("report_data.py", f"{name}.py")
+    with open(path) as f:
+      text = f.read()
+    assert len(text.splitlines()) <= 450, name
+    imported = set()
+    for node in ast.walk(ast.parse(text)):  # at every depth, inside functions too
+      if isinstance(node, ast.ImportFrom) and node.module:
+        imported |= ({f"{node.module}.{a.name}" for a in node.names}
+                     if node.module == "changesweep.pipeline" else {node.module})
+      elif isinstance(node, ast.Import):
+        imported |= {a.name for a in node.names}
+    reports = {i.rsplit(".", 1)[-1] for i in imported
+               if i.startswith("changesweep.pipeline.report")}
+    assert reports <= may, (name, reports - may)
