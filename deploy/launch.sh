@@ -89,6 +89,15 @@ die() { echo "launch.sh: $*" >&2; exit 2; }
 [[ -n "$ARCHIVE" || -n "$MANIFEST" ]] || die "give --archive gs://... or --manifest gs://..."
 [[ -z "$ARCHIVE" || -z "$MANIFEST" ]] || die "give only one of --archive and --manifest"
 [[ "$GPU_MODE" == hints || "$GPU_MODE" == job ]] || die "--gpu-mode is hints or job"
+# BigQuery table ids: PROJECT:DATASET.TABLE as the sweep takes them (the project optionally
+# domain-scoped, example.com:proj); PROJECT.DATASET.TABLE is accepted and passed on as
+# PROJECT:DATASET.TABLE. The parts go into SQL and bq commands.
+TABLE_ID='^((([a-z0-9-]+\.)+[a-z]{2,}:)?[a-z][a-z0-9-]{4,28}[a-z0-9])[:.]([A-Za-z0-9_]+)\.([A-Za-z0-9_-]+)$'
+if [[ -n "$BQ_TABLE" ]]; then
+  [[ "$BQ_TABLE" =~ $TABLE_ID ]] || die "--bigquery-table must be PROJECT:DATASET.TABLE, got '$BQ_TABLE'"
+  BQ_PROJECT="${BASH_REMATCH[1]}" BQ_DATASET="${BASH_REMATCH[4]}" BQ_NAME="${BASH_REMATCH[5]}"
+  BQ_TABLE="${BQ_PROJECT}:${BQ_DATASET}.${BQ_NAME}"
+fi
 
 run() {  # prints the command; runs it unless --dry-run
   printf '+'; printf ' %q' "$@"; printf '\n'
@@ -103,6 +112,11 @@ IMAGE="${IMAGE:-${REGION}-docker.pkg.dev/${PROJECT}/changesweep/worker:${TAG}}"
 OUTPUT="${OUTPUT:-gs://${BUCKET}/sweeps/{date}}"
 if [[ -z "$NO_STATE" ]]; then STATE="${STATE:-gs://${BUCKET}/state/changesweep.jsonl}"; else STATE=""; fi
 TEMPLATE="gs://${BUCKET}/templates/changesweep.json"
+# Template parameters go to gcloud as one '~'-separated list (see PARAMS below).
+for v in OUTPUT STATISTICS ARCHIVE MANIFEST LAYOUT MODEL STATE SINCE GPU_TYPE GPU_COUNT \
+         GPU_MACHINE_TYPE; do
+  [[ "${!v}" != *"~"* ]] || die "--$(echo "$v" | tr 'A-Z_' 'a-z-') must not hold '~' (it separates template parameters), got '${!v}'"
+done
 
 if [[ -z "$DRY_RUN" ]]; then
   command -v gcloud >/dev/null || die "needs the gcloud CLI (https://cloud.google.com/sdk)"
@@ -124,14 +138,15 @@ if [[ -n "$SETUP" ]]; then
     run gcloud storage buckets create "gs://${BUCKET}" --location "$REGION" --project "$PROJECT"
   fi
   if [[ -n "$BQ_TABLE" ]]; then
-    BQ_PROJECT="${BQ_TABLE%%:*}"; BQ_REST="${BQ_TABLE#*:}"; BQ_DATASET="${BQ_REST%%.*}"
     if [[ -n "$DRY_RUN" ]] || ! bq --project_id "$BQ_PROJECT" show "$BQ_DATASET" >/dev/null 2>&1; then
       run bq --project_id "$BQ_PROJECT" mk --dataset --location "$REGION" "${BQ_PROJECT}:${BQ_DATASET}"
     fi
-    FQ="${BQ_PROJECT}.${BQ_REST}"
+    FQ="${BQ_PROJECT}.${BQ_DATASET}.${BQ_NAME}"
     for sql in pairs.sql pairs_latest_view.sql; do
+      DDL="$(<"$REPO_ROOT/deploy/bigquery/$sql")"
+      # a quoted replacement is taken literally (no '&', no sed)
       run bq --project_id "$BQ_PROJECT" query --use_legacy_sql=false --location "$REGION" \
-          "$(sed "s/PROJECT_ID\.DATASET\.TABLE/${FQ}/g" "$REPO_ROOT/deploy/bigquery/$sql")"
+          "${DDL//PROJECT_ID.DATASET.TABLE/"$FQ"}"
     done
   fi
 fi

@@ -41,25 +41,47 @@ for v in PROJECT REGION BUCKET SERVICE_ACCOUNT; do
 done
 [[ -n "$ARCHIVE" || -n "$MANIFEST" ]] || { echo "schedule.sh: give --archive or --manifest" >&2; exit 2; }
 
+die() { echo "schedule.sh: $*" >&2; exit 2; }
+[[ "$MAX_WORKERS" =~ ^[1-9][0-9]*$ ]] || die "--max-workers must be a whole number, got '$MAX_WORKERS'"
+[[ "$GPU_COUNT" =~ ^[1-9][0-9]*$ ]] || die "--gpu-count must be a whole number, got '$GPU_COUNT'"
+# BigQuery table ids: PROJECT:DATASET.TABLE as the sweep takes them (the project optionally
+# domain-scoped, example.com:proj); PROJECT.DATASET.TABLE is accepted and passed on as
+# PROJECT:DATASET.TABLE.
+TABLE_ID='^((([a-z0-9-]+\.)+[a-z]{2,}:)?[a-z][a-z0-9-]{4,28}[a-z0-9])[:.]([A-Za-z0-9_]+)\.([A-Za-z0-9_-]+)$'
+if [[ -n "$BQ_TABLE" ]]; then
+  [[ "$BQ_TABLE" =~ $TABLE_ID ]] || die "--bigquery-table must be PROJECT:DATASET.TABLE, got '$BQ_TABLE'"
+  BQ_TABLE="${BASH_REMATCH[1]}:${BASH_REMATCH[4]}.${BASH_REMATCH[5]}"
+fi
+
 # The launch request (projects.locations.flexTemplates.launch). Parameters are fixed, so the
-# output folder uses {date}: the sweep replaces it with the UTC date when it starts.
-BODY="$(python3 - <<PY
+# output folder uses {date}: the sweep replaces it with the UTC date when it starts. The flag
+# values reach Python as data (environment variables), never as source text.
+BODY="$(CS_BUCKET="$BUCKET" CS_ARCHIVE="$ARCHIVE" CS_MANIFEST="$MANIFEST" CS_BQ_TABLE="$BQ_TABLE" \
+  CS_GPU_TYPE="$GPU_TYPE" CS_GPU_COUNT="$GPU_COUNT" CS_GPU_MACHINE_TYPE="$GPU_MACHINE_TYPE" \
+  CS_NAME="$NAME" CS_MACHINE_TYPE="$MACHINE_TYPE" CS_MAX_WORKERS="$MAX_WORKERS" \
+  CS_SERVICE_ACCOUNT="$SERVICE_ACCOUNT" python3 - <<'PY'
 import json
-params = {"output": "gs://${BUCKET}/sweeps/{date}", "state": "gs://${BUCKET}/state/changesweep.jsonl",
+import os
+
+v = {k[len("CS_"):].lower(): os.environ[k] for k in os.environ if k.startswith("CS_")}
+bucket = "gs://" + v["bucket"]
+params = {"output": f"{bucket}/sweeps/{{date}}", "state": f"{bucket}/state/changesweep.jsonl",
           "statistics": "model"}
-if "${ARCHIVE}": params["input"] = "${ARCHIVE}"
-if "${MANIFEST}": params["manifest"] = "${MANIFEST}"
-if "${BQ_TABLE}": params["bigquery_table"] = "${BQ_TABLE}"
-if "${GPU_TYPE}":
-    params.update(gpu_type="${GPU_TYPE}", gpu_count="${GPU_COUNT}", gpu_mode="hints")
-    if "${GPU_MACHINE_TYPE}": params["gpu_machine_type"] = "${GPU_MACHINE_TYPE}"
+for flag, param in (("archive", "input"), ("manifest", "manifest"),
+                    ("bq_table", "bigquery_table")):
+  if v[flag]:
+    params[param] = v[flag]
+if v["gpu_type"]:
+  params.update(gpu_type=v["gpu_type"], gpu_count=v["gpu_count"], gpu_mode="hints")
+  if v["gpu_machine_type"]:
+    params["gpu_machine_type"] = v["gpu_machine_type"]
 print(json.dumps({"launchParameter": {
-    "jobName": "${NAME}",
-    "containerSpecGcsPath": "gs://${BUCKET}/templates/changesweep.json",
+    "jobName": v["name"],
+    "containerSpecGcsPath": f"{bucket}/templates/changesweep.json",
     "parameters": params,
-    "environment": {"tempLocation": "gs://${BUCKET}/tmp", "stagingLocation": "gs://${BUCKET}/staging",
-                    "machineType": "${MACHINE_TYPE}", "maxWorkers": int("${MAX_WORKERS}"),
-                    "serviceAccountEmail": "${SERVICE_ACCOUNT}"}}}))
+    "environment": {"tempLocation": f"{bucket}/tmp", "stagingLocation": f"{bucket}/staging",
+                    "machineType": v["machine_type"], "maxWorkers": int(v["max_workers"]),
+                    "serviceAccountEmail": v["service_account"]}}}))
 PY
 )"
 URI="https://dataflow.googleapis.com/v1b3/projects/${PROJECT}/locations/${REGION}/flexTemplates:launch"

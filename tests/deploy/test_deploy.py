@@ -1,9 +1,11 @@
 """deploy/: the worker image pins what setup.py pins, the Flex Template spec renders, the scripts
 parse and pass the sweep's own flags."""
 import ast
+import importlib.util
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -168,3 +170,113 @@ def test_schedule_script_dry_run_posts_a_launch_request():
               "--dry-run")
   assert r.returncode == 0, r.stderr
   assert "flexTemplates:launch" in r.stdout and "scheduler jobs create http" in r.stdout
+
+
+def _launch_body(stdout):
+  """The JSON launch request that schedule.sh hands to `gcloud scheduler jobs create http`."""
+  line = next(l for l in stdout.splitlines() if "scheduler jobs create http" in l)
+  args = shlex.split(line[1:])
+  return json.loads(args[args.index("--message-body") + 1])
+
+
+SCHEDULE_FLAGS = ("--project", "my-proj", "--region", "us-central1", "--bucket", "b1",
+                  "--service-account", "sa@my-proj.iam.gserviceaccount.com", "--dry-run")
+
+
+@pytest.mark.parametrize("flag, param", [("--archive", "input"), ("--manifest", "manifest"),
+                                         ("--name", "jobName")])
+@pytest.mark.parametrize("value", [
+    'gs://b/a"); open("x","w"); print("',  # the reported injection
+    '" or open("x","w") or "',  # valid Python where a value was pasted in: ran before the fix
+    "gs://b/it's \"quoted\" \\ {date} $HOME `id`",  # legitimate quotes, braces, backslashes
+])
+def test_schedule_script_passes_values_as_data(tmp_path, flag, param, value):
+  r = subprocess.run(["bash", os.path.join(DEPLOY, "schedule.sh"), *SCHEDULE_FLAGS, flag, value,
+                      *([] if flag == "--archive" else ["--archive", "gs://b1/a"]),
+                      "--gpu-type", "nvidia-l4", "--bigquery-table", "my-proj.cs.pairs"],
+                     capture_output=True, text=True, timeout=60, cwd=tmp_path)
+  assert not (tmp_path / "x").exists()  # no injected code ran
+  assert r.returncode == 0, r.stderr
+  body = _launch_body(r.stdout)["launchParameter"]
+  got = body["jobName"] if param == "jobName" else body["parameters"][param]
+  assert got == value  # passed through intact
+  assert body["parameters"]["gpu_type"] == "nvidia-l4"
+  assert body["parameters"]["bigquery_table"] == "my-proj:cs.pairs"  # the sweep's form
+  assert body["environment"]["maxWorkers"] == 20
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--max-workers", "20); open('x','w'"), ("--gpu-count", "1 or open('x','w')"),
+    ("--bigquery-table", 'p" or open("x","w") or "'), ("--bigquery-table", "my-proj:cs")])
+def test_schedule_script_refuses_bad_numbers_and_table_ids(tmp_path, flag, value):
+  r = subprocess.run(["bash", os.path.join(DEPLOY, "schedule.sh"), *SCHEDULE_FLAGS, "--archive",
+                      "gs://b1/a", flag, value], capture_output=True, text=True, timeout=60,
+                     cwd=tmp_path)
+  assert r.returncode == 2 and flag in r.stderr, r.stderr
+  assert not (tmp_path / "x").exists()
+
+
+LAUNCH_FLAGS = ("--project", "my-proj", "--region", "us-central1", "--bucket", "my-bucket",
+                "--archive", "gs://my-bucket/archive", "--tag", "t1", "--setup", "--dry-run")
+
+
+@pytest.mark.parametrize("table, fq", [("my-proj:cs.pairs", "my-proj.cs.pairs"),
+                                       ("my-proj.cs.pairs_2", "my-proj.cs.pairs_2"),
+                                       ("example.com:my-proj:cs.pairs",
+                                        "example.com:my-proj.cs.pairs")])
+def test_launch_script_fills_the_table_into_the_ddl(table, fq):
+  r = _script("launch.sh", *LAUNCH_FLAGS, "--bigquery-table", table)
+  assert r.returncode == 0, r.stderr
+  queries = [l for l in r.stdout.splitlines() if " query " in l]
+  assert len(queries) == 2 and all(f"`{fq}" in q.replace("\\", "") for q in queries), queries
+  assert not any("PROJECT_ID.DATASET.TABLE" in q for q in queries)
+
+
+@pytest.mark.parametrize("table", [
+    "my-proj:cs.pairs/g; s/.*/DROP TABLE x/",  # sed injection
+    "my-proj:cs.pairs`; DROP TABLE x; --",
+    "my-proj:cs", "cs.pairs", "my-proj:cs.pairs.extra", "my proj:cs.pairs", "",
+])
+def test_launch_script_refuses_a_bad_table_id(table):
+  r = _script("launch.sh", *LAUNCH_FLAGS, "--bigquery-table", table)
+  if table == "":  # an empty value means no BigQuery table
+    assert r.returncode == 0, r.stderr
+    assert " query " not in r.stdout
+    return
+  assert r.returncode == 2 and "--bigquery-table" in r.stderr, (r.stdout, r.stderr)
+  assert "DROP TABLE" not in r.stdout
+
+
+def test_launch_script_refuses_a_parameter_separator_in_values():
+  r = _script("launch.sh", *LAUNCH_FLAGS[:6], "--archive", "gs://b/a~model=gs://evil/m",
+              "--dry-run")
+  assert r.returncode == 2 and "--archive" in r.stderr and "'~'" in r.stderr
+  assert "flex-template run" not in r.stdout
+
+
+def _module_exists(name: str) -> bool:
+  try:
+    return importlib.util.find_spec(name) is not None
+  except ModuleNotFoundError:  # a parent package is missing
+    return False
+
+
+def test_deploy_files_name_installed_modules():
+  """Every module that deploy/ names (docs, Dockerfile, entry point) is an installed one:
+  the package installs as changesweep.pipeline, changesweep.model, changesweep.transforms."""
+  dotted = re.compile(r"(?<![\w./])((?:changesweep\.)?(?:pipeline|model|transforms)"
+                      r"(?:\.[A-Za-z_]\w*)+)")
+  named = {}
+  for folder, _, files in os.walk(DEPLOY):
+    for name in files:
+      if name.endswith((".md", ".py", ".sh", ".json", ".sql", "Dockerfile")):
+        with open(os.path.join(folder, name)) as f:
+          for m in dotted.finditer(f.read()):
+            named.setdefault(m[1], name)
+  assert any(n.startswith("changesweep.pipeline.") for n in named), named
+  for name, where in named.items():
+    assert name.startswith("changesweep."), f"{where} names {name}, not an installed module"
+    parts = name.split(".")
+    found = next((".".join(parts[:i]) for i in range(len(parts), 1, -1)
+                  if _module_exists(".".join(parts[:i]))), None)
+    assert found and found != "changesweep", f"{where} names {name}: no such module"

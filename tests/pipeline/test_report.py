@@ -1,5 +1,7 @@
 """The sweep report: its content against a real sweep's rows, escaping, limits and errors."""
 import contextlib
+import csv
+import datetime as dt
 import html.parser
 import io
 import json
@@ -10,7 +12,7 @@ import pytest
 from PIL import Image
 
 from changesweep.pipeline import main as sweep_main
-from changesweep.pipeline import report
+from changesweep.pipeline import report, report_data, report_figures, report_page
 from changesweep.pipeline.sinks import read_jsonl_rows
 from tests.conftest import CVA_MODEL, SAMPLE_ARCHIVE
 
@@ -118,7 +120,7 @@ def test_pairs_csv_lists_all_pairs_ranked(sample_report):
   out, _, _ = sample_report
   with open(os.path.join(out, "report", "pairs.csv")) as f:
     lines = f.read().splitlines()
-  ranked = report.rank_pairs(read_jsonl_rows(out, "pairs"))
+  ranked = report_data.rank_pairs(read_jsonl_rows(out, "pairs"))
   assert lines[0].startswith("rank,pair_id,location")
   assert [line.split(",")[1] for line in lines[1:]] == [r["pair_id"] for r in ranked]
 
@@ -128,7 +130,7 @@ def test_large_runs_show_top_n_and_link_the_rest(sample_report, tmp_path):
   run = copy_run(out, tmp_path / "big")
   index = report.write_report(run, top_n=2, max_rows=3)
   page = read_page(index)
-  ranked = [r["pair_id"] for r in report.rank_pairs(read_jsonl_rows(run, "pairs"))]
+  ranked = [r["pair_id"] for r in report_data.rank_pairs(read_jsonl_rows(run, "pairs"))]
   assert page.table_rows == ranked[:3]
   assert page.pair_sections == ranked[:2]
   assert "Showing the top 3 of 4 pairs" in " ".join(page.text)
@@ -159,7 +161,7 @@ def test_archive_text_is_escaped():
   dead = [{"uri": hostile, "stage": "listing", "reason": hostile, "location": hostile}]
   summary = {"run_id": hostile, "archive": hostile, "output": "/x", "counts": {"pairs": 1},
              "model": {"id": hostile, "version": "1", "bands": [hostile]}}
-  page = report.render_html(summary, [row], dead, {'"><i>id': {"error": hostile}},
+  page = report_page.render_html(summary, [row], dead, {'"><i>id': {"error": hostile}},
                             [(hostile, "img/series-000.png")], attribution=hostile)
   assert "<script>alert" not in page and "<img src=x" not in page and '"><i>' not in page
   assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
@@ -167,7 +169,7 @@ def test_archive_text_is_escaped():
   parsed = Page(page)
   assert parsed.table_rows == ['"><i>id'] and parsed.images == ["img/series-000.png"]
   # matplotlib labels: '$' must not start mathtext
-  assert report.series_figure(hostile, [row])[:4] == b"\x89PNG"
+  assert report_figures.series_figure(hostile, [row])[:4] == b"\x89PNG"
 
 
 def test_no_report_option_is_known_to_the_sweep():
@@ -190,3 +192,90 @@ def test_cli_help_and_errors(tmp_path, capsys):
   with pytest.raises(SystemExit):
     report.main([str(tmp_path), "--top", "-1"])
   assert "--top" in capsys.readouterr().err
+
+
+HOSTILE_PATH = 'gs://b/<script>alert("x")</script>"><img src=x onerror=alert(1)>'
+
+
+def _row(**fields):
+  row = {"pair_id": "p1", "location": "loc", "before_captured_at": "2020-01-01T00:00:00",
+         "after_captured_at": "2021-01-01T00:00:00", "before_uri": "gs://b/a.tif",
+         "after_uri": "gs://b/b.tif", "change_score": 0.5, "changed_fraction": 0.1,
+         "changed_pixels": 3, "valid_fraction": 1.0, "regions": [], "crs": None,
+         "change_map_uri": None}
+  return {**row, **fields}
+
+
+def test_gs_output_paths_are_url_quoted_in_links():
+  summary = {"run_id": "r", "archive": "gs://a", "output": HOSTILE_PATH, "counts": {},
+             "model": {}}
+  page = report_page.render_html(summary, [_row(change_map_uri=HOSTILE_PATH + "/m.tif")], [])
+  assert "<script>alert" not in page and "<img src=x" not in page
+  assert page.count("<script>") == 1  # the page's own sorting script only
+  quoted = ("https://storage.cloud.google.com/b/%3Cscript%3Ealert%28%22x%22%29%3C/script%3E"
+            "%22%3E%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E")
+  assert f'href="{quoted}/pairs/"' in page and f'href="{quoted}/m.tif"' in page
+
+
+@pytest.mark.parametrize("uri, base, want", [
+    ("gs://bkt/out/maps/a b#1.tif", ".",
+     "https://storage.cloud.google.com/bkt/out/maps/a%20b%231.tif"),
+    ("/out/maps/m 1.tif", "/out/report", "../maps/m%201.tif"),
+    ("javascript:alert(1)", os.getcwd(), "javascript%3Aalert%281%29"),  # a relative file name
+    ("javascript://%0aalert(1)", ".", None),  # schemes a browser would run or cannot open
+    ("s3://bkt/m.tif", ".", None),
+    (None, ".", None),
+])
+def test_href_links_only_what_a_browser_can_open_safely(uri, base, want):
+  assert report_page.href(uri, base) == want
+
+
+def test_pairs_csv_neutralises_spreadsheet_formulas():
+  names = ['=HYPERLINK("http://x","y")', "+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "Paris"]
+  rows = [_row(pair_id=f"p{i}", location=n, change_score=1 - i / 10) for i, n in enumerate(names)]
+  got = list(csv.DictReader(io.StringIO(report_page.pairs_csv(rows).decode(), newline="")))
+  assert [r["location"] for r in got] == ["'" + n for n in names[:-1]] + ["Paris"]
+  # numbers and ordinary text pass unchanged
+  assert [float(r["change_score"]) for r in got] == [r["change_score"] for r in rows]
+  assert [r["before_uri"] for r in got] == ["gs://b/a.tif"] * len(rows)
+
+
+@pytest.mark.parametrize("names, want", [
+    (["B04", "B03", "B02"], [1, 2, 3]),
+    (["B02", "B03", "B04", "B08"], [3, 2, 1]),
+    (["nir", "red", "green", "blue"], [2, 3, 4]),  # the sweep's aliases
+    (["B8", "B4", "B3", "B2"], [2, 3, 4]),
+    ([None, None, None, None], [1, 2, 3]),  # no names: the first three
+    (["VV", "VH"], [1, 2]),  # no true colour: what there is, shown grey
+])
+def test_true_colour_bands_resolve_like_the_sweep(names, want):
+  assert report_data.pick_rgb(names) == want
+
+
+def test_capture_times_parse_with_or_without_zone():
+  want = dt.datetime(2021, 3, 4, 5, 6, 7)
+  assert report_data.capture_time("2021-03-04T05:06:07Z") == want
+  assert report_data.capture_time("2021-03-04T05:06:07+00:00") == want
+
+
+def test_report_modules_import_one_way_and_stay_small():
+  """report -> report_page / report_figures -> report_data, nothing back; each under 450 lines."""
+  import ast
+
+  allowed = {"report": {"report_data", "report_figures", "report_page"},
+             "report_figures": {"report_data"}, "report_page": set(), "report_data": set()}
+  for name, may in allowed.items():
+    path = report_data.__file__.replace("report_data.py", f"{name}.py")
+    with open(path) as f:
+      text = f.read()
+    assert len(text.splitlines()) <= 450, name
+    imported = set()
+    for node in ast.walk(ast.parse(text)):  # at every depth, inside functions too
+      if isinstance(node, ast.ImportFrom) and node.module:
+        imported |= ({f"{node.module}.{a.name}" for a in node.names}
+                     if node.module == "changesweep.pipeline" else {node.module})
+      elif isinstance(node, ast.Import):
+        imported |= {a.name for a in node.names}
+    reports = {i.rsplit(".", 1)[-1] for i in imported
+               if i.startswith("changesweep.pipeline.report")}
+    assert reports <= may, (name, reports - may)
