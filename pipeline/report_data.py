@@ -14,7 +14,7 @@ from typing import Iterable, NamedTuple
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from changesweep.pipeline import sinks
+from changesweep.pipeline import sinks, times
 from changesweep.pipeline.elements import PROB_SCALE
 from changesweep.pipeline.rasters import open_raster
 from changesweep.transforms.bands import BandError, resolve_bands
@@ -73,8 +73,8 @@ def load_run(output: str) -> Run:
 
 
 def capture_time(text: str) -> dt.datetime:
-  """A row's ISO capture time ('...Z' allowed) as a naive datetime, for plotting."""
-  return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=None)
+  """A row's ISO capture time ('...Z' allowed) as a naive UTC datetime, for plotting."""
+  return times.to_datetime(text)
 
 
 # --------------------------------------------------------------------------------------------
