@@ -320,13 +320,16 @@ def _landsat_cands(prefix: str, n: int) -> list[_Candidate]:
   return [_landsat(s, n) for s in ("oli", "tm") if n in _C2_NUMBERS[(prefix, s)]]
 
 
-def _band_id_cands(code: str) -> tuple[list[_Candidate], str | None]:
-  """Readings of a bare band id ("4", "04", "8a"): Sentinel-2 by default, Landsat if it fits."""
+def _band_id_cands(code: str, family: str | None) -> tuple[list[_Candidate], str | None]:
+  """Readings of a bare band id ("4", "04", "8a"): Sentinel-2 by default, Landsat if it fits.
+
+  Zero-padded ids are Sentinel-2's unless a Landsat sensor is named (HLS L30 pads OLI numbers).
+  """
   if code in ("8a", "08a"):
     return [_s2("B8A")], "s2"
   n = int(code)
   s2 = [_s2(f"B{n:02d}")] if 1 <= n <= 12 else []
-  if code.startswith("0"):  # zero-padded ids are Sentinel-2's
+  if code.startswith("0") and family not in ("oli", "tm", "landsat"):
     return s2, "s2"
   return s2 + [_landsat(s, n) for s in ("oli", "tm") if n in (_OLI if s == "oli" else _TM)], "s2"
 
@@ -354,7 +357,7 @@ def _from_name(text: str, wl: float | None, hint: str | None, family: str | None
       return _choose(label.upper(), cands, None, wl, word, family)
   m = _BAND_ID.search(low)
   if m:
-    cands, default = _band_id_cands(m.group(1))
+    cands, default = _band_id_cands(m.group(1), family)
     if cands:
       return _choose(label.upper(), cands, default, wl, word, family)
   if len(commons) == 1:

@@ -65,6 +65,9 @@ IDENTIFY = [
     ("B4", {"wavelength": "0.835"}, None, ("TM_B4", "nir08", 0.835, "optical")),
     ("B4", None, "landsat-5", ("TM_B4", "nir08", 0.835, "optical")),
     ("B10", None, "landsat-8", ("OLI_B10", "lwir11", 10.895, "optical")),
+    ("B05", None, "landsat-8", ("OLI_B5", "nir08", 0.865, "optical")),  # HLS L30 pads OLI ids
+    ("B05", None, "sentinel-2", ("B05", "rededge1", 0.705, "optical")),
+    ("B8A", None, "landsat-8", ("B8A", "nir08", 0.865, "optical")),
     ("B4 nir", None, None, ("TM_B4", "nir08", 0.835, "optical")),
     ("SR_B4", {"common_name": "red"}, None, ("OLI_B4", "red", 0.655, "optical")),
     # a name its wavelength contradicts: the wavelength wins
