@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from changesweep.transforms import bands
+from changesweep.transforms import band_tables, bands
 from changesweep.transforms.bands import (
     ALPHA, CODE_EMPTY, CODE_INDEX, CODE_SAR, CODE_UNKNOWN, MAX_BANDS, S2_WAVELENGTHS, BandError,
     BandId, Derived, band_code, canonical, derive, derived_sources, identify, identify_capture,
@@ -13,7 +13,7 @@ from changesweep.transforms.bands import (
 from tests.rasters import write_raster
 
 S2 = {code: BandId(code, common, S2_WAVELENGTHS[code], "optical")
-      for code, common in bands._S2_COMMON.items()}
+      for code, common in band_tables._S2_COMMON.items()}
 
 
 def opt(name, common, wl):
