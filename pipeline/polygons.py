@@ -32,6 +32,8 @@ _PIXEL_DIGITS = 3
 # Long (simplified) edges are split to at most this many pixels before reprojection to WGS84, so
 # straight map edges stay close to their curved lon/lat image.
 _MAX_EDGE_PX = 256
+# pool_map works through the map in strips of about this many pixels.
+_STRIP_PIXELS = 1 << 22
 
 
 class PooledMap(NamedTuple):
@@ -77,17 +79,24 @@ def pool_map(prob: np.ndarray, valid: np.ndarray, threshold: float, factor: int)
   if prob.shape != valid.shape:
     raise ValueError(f"prob {prob.shape} and valid {valid.shape} differ")
   h, w = prob.shape
-  pad = ((0, -h % factor), (0, -w % factor))
-  cells = (-(-h // factor), factor, -(-w // factor), factor)
-  v = np.pad(valid, pad).reshape(cells)
-  q = np.where(valid, np.minimum(prob, PROB_SCALE), 0).astype(np.uint8)
-  q = np.pad(q, pad).reshape(cells)
-  flagged = v & (q >= int(math.ceil(threshold * PROB_SCALE)))
-  return PooledMap(factor, h, w,
-                   flagged.sum(axis=(1, 3), dtype=np.uint32),
-                   v.sum(axis=(1, 3), dtype=np.uint32),
-                   (q.astype(np.float64) / PROB_SCALE).sum(axis=(1, 3)),
-                   q.max(axis=(1, 3)).astype(np.uint8))
+  ch, cw = -(-h // factor), -(-w // factor)
+  out = PooledMap(factor, h, w, np.zeros((ch, cw), np.uint32), np.zeros((ch, cw), np.uint32),
+                  np.zeros((ch, cw), np.float64), np.zeros((ch, cw), np.uint8))
+  level = int(math.ceil(threshold * PROB_SCALE))
+  step = max(1, _STRIP_PIXELS // max(1, w * factor))  # cell rows per strip: bounded memory
+  for c0 in range(0, ch, step):
+    rows = slice(c0 * factor, min(h, (c0 + step) * factor))
+    n = -(-(rows.stop - rows.start) // factor)
+    pad = ((0, n * factor - (rows.stop - rows.start)), (0, cw * factor - w))
+    v = np.pad(valid[rows], pad).reshape(n, factor, cw, factor)
+    q = np.pad(np.where(valid[rows], np.minimum(prob[rows], PROB_SCALE), 0).astype(np.uint8),
+               pad).reshape(n, factor, cw, factor)
+    cells = slice(c0, c0 + n)
+    out.flagged[cells] = (v & (q >= level)).sum(axis=(1, 3), dtype=np.uint32)
+    out.valid[cells] = v.sum(axis=(1, 3), dtype=np.uint32)
+    out.prob_sum[cells] = q.sum(axis=(1, 3), dtype=np.float64) / PROB_SCALE
+    out.prob_max[cells] = q.max(axis=(1, 3))
+  return out
 
 
 def regions_from_pooled(pooled: PooledMap, transform: tuple[float, ...] | None, crs_wkt: str, *,

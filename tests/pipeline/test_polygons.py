@@ -1,6 +1,7 @@
 """Change regions as polygons: valid, inside the footprint, areas that match the changed pixels
 within the simplification tolerance, planar/geodesic/pixel areas, rows that fit the schema."""
 import json
+import math
 
 import numpy as np
 import pytest
@@ -205,3 +206,21 @@ def test_bad_pooled_maps_are_refused():
   with pytest.raises(ValueError, match="transform"):
     regions_from_pooled(pool_map(boxes_map(), np.ones((20, 20), bool), 0.5, 1), None, UTM,
                         max_regions=1, min_pixels=1)
+
+
+@pytest.mark.parametrize("factor", [1, 3, 7])
+def test_pooling_in_strips_matches_pooling_by_hand(monkeypatch, factor):
+  monkeypatch.setattr(polygons, "_STRIP_PIXELS", 500)  # many strips
+  rng = np.random.default_rng(factor)
+  prob = rng.integers(0, 256, (47, 61)).astype(np.uint8)
+  valid = rng.random((47, 61)) > 0.2
+  pooled = pool_map(prob, valid, 0.6, factor)
+  p = np.where(valid, np.minimum(prob, PROB_SCALE), 0)
+  for i in range(pooled.flagged.shape[0]):
+    for j in range(pooled.flagged.shape[1]):
+      cell = (slice(i * factor, (i + 1) * factor), slice(j * factor, (j + 1) * factor))
+      v, q = valid[cell], p[cell]
+      assert pooled.flagged[i, j] == (v & (q >= math.ceil(0.6 * PROB_SCALE))).sum()
+      assert pooled.valid[i, j] == v.sum()
+      assert pooled.prob_sum[i, j] == pytest.approx(q[v].sum() / PROB_SCALE)
+      assert pooled.prob_max[i, j] == q.max()
