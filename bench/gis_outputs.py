@@ -17,6 +17,7 @@ import os
 import resource
 import shutil
 import time
+import tracemalloc
 
 import numpy as np
 
@@ -64,11 +65,15 @@ def main() -> None:
   prob, valid = synthetic_map(side)
   factor = max(1, math.ceil(side / 2048))
   pooled, t_pool = timed(polygons.pool_map, prob, valid, 0.5, factor)
-  report = {"side": side, "factor": factor, "cells": list(pooled.flagged.shape),
+  report = {"pooled_map_mb": round(sum(a.nbytes for a in pooled[3:]) / 2**20, 1), "side": side, "factor": factor, "cells": list(pooled.flagged.shape),
             "pool_s (test twin; the sweep pools chip by chip)": round(t_pool, 2)}
   for max_regions in (20, 1000):
+    tracemalloc.start()
     regions, t = timed(polygons.regions_from_pooled, pooled, transform, crs,
                        max_regions=max_regions, min_pixels=4)
+    report[f"regions_peak_alloc_mb[max_regions={max_regions}]"] = round(
+        tracemalloc.get_traced_memory()[1] / 2**20, 1)
+    tracemalloc.stop()
     report[f"regions_s[max_regions={max_regions}]"] = round(t, 2)
     report[f"regions[max_regions={max_regions}]"] = len(regions)
   union, t = timed(polygons.union_wkt, regions)

@@ -19,7 +19,8 @@ import tempfile
 from apache_beam.io.filesystems import FileSystems
 
 OVERVIEW_RESAMPLING = "AVERAGE"
-BLOCKSIZE = 512
+# 256 px tiles: the size web maps request, and the tiles the sweep writes before conversion.
+BLOCKSIZE = 256
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 _CHUNK = 16 << 20
 

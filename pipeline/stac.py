@@ -190,13 +190,15 @@ def write_stac(output_root: str, pair_rows: Iterable[dict], *,
     if grid is None and read_grids and row.get("change_map_uri"):
       grid = grid_of_map(row["change_map_uri"])
     regions = geoio.pair_geojson_path(output_root, row["pair_id"])
-    item = make_item(row, grid, regions if FileSystems.exists(regions) else None)
-    target = item_href(output_root, item.id)
-    collection.links = [ln for ln in collection.links
-                        if not (ln.rel == "item" and ln.get_absolute_href() == target)]
+    items.append(make_item(row, grid, regions if FileSystems.exists(regions) else None))
+  items = list({item.id: item for item in items}.values())  # a pair listed twice: its last row
+  # an item of a pair already catalogued replaces it (one pass over the existing links)
+  targets = {item_href(output_root, item.id) for item in items}
+  collection.links = [ln for ln in collection.links
+                      if not (ln.rel == "item" and ln.get_absolute_href() in targets)]
+  for item in items:
     collection.add_item(item)
-    item.set_self_href(target)
-    items.append(item)
+    item.set_self_href(item_href(output_root, item.id))
   if items:
     _widen(collection, items, fresh)
   for item in items:
