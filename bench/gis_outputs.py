@@ -65,7 +65,8 @@ def main() -> None:
   prob, valid = synthetic_map(side)
   factor = max(1, math.ceil(side / 2048))
   pooled, t_pool = timed(polygons.pool_map, prob, valid, 0.5, factor)
-  report = {"pooled_map_mb": round(sum(a.nbytes for a in pooled[3:]) / 2**20, 1), "side": side, "factor": factor, "cells": list(pooled.flagged.shape),
+  report = {"pooled_map_mb": round(sum(a.nbytes for a in pooled[3:]) / 2**20, 1),
+            "side": side, "factor": factor, "cells": list(pooled.flagged.shape),
             "pool_s (test twin; the sweep pools chip by chip)": round(t_pool, 2)}
   for max_regions in (20, 1000):
     tracemalloc.start()
