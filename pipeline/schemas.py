@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 class Field(NamedTuple):
   name: str
-  type: str  # BigQuery type: STRING, INTEGER, FLOAT, BOOLEAN, TIMESTAMP, DATE, RECORD
+  type: str  # BigQuery type: STRING, INTEGER, FLOAT, BOOLEAN, TIMESTAMP, DATE, RECORD, GEOGRAPHY
   mode: str  # REQUIRED, NULLABLE or REPEATED
   description: str
   fields: tuple["Field", ...] = ()
@@ -61,6 +61,8 @@ PAIRS = (
     _f("threshold", "FLOAT", "REQUIRED", "probability threshold of the model"),
     _f("num_chips", "INTEGER", "REQUIRED", "chips scored"),
     _f("regions", "RECORD", "REPEATED", "largest changed regions, largest first", REGION_FIELDS),
+    _f("geometry", "GEOGRAPHY", "NULLABLE",
+       "union of the pair's change regions, WGS84 WKT (null: no region or no CRS)"),
     _f("change_map_uri", "STRING", "NULLABLE", "GeoTIFF of the change probability"),
     _f("anomaly_score", "FLOAT", "NULLABLE",
        "how unusual this change is for the location at this time of year (null: short history)"),
@@ -112,8 +114,39 @@ HISTORY = (
     _f("run_id", "STRING", "REQUIRED", "the sweep run that wrote this history"),
 )
 
+# One row per change region (pipeline/polygons.py); GeoParquet and GeoJSON in pipeline/geoio.py.
+REGIONS = (
+    _f("pair_id", "STRING", "REQUIRED", "the pair the region belongs to"),
+    _f("location", "STRING", "REQUIRED", "location id"),
+    _f("capture_date", "DATE", "REQUIRED", "date of the later capture (partition column)"),
+    _f("region_id", "INTEGER", "REQUIRED", "0-based rank in the pair, most changed pixels first"),
+    _f("changed_pixels", "INTEGER", "REQUIRED", "pixels at or above the threshold in the region"),
+    _f("cell_pixels", "INTEGER", "REQUIRED",
+       "side in pixels of the cells outlined (1: per-pixel outlines; larger for big scenes)"),
+    _f("area_pixels", "FLOAT", "REQUIRED", "polygon area in pixels of the pair grid"),
+    _f("area_m2", "FLOAT", "NULLABLE",
+       "polygon area in m^2: planar in a projected CRS, geodesic in a geographic one, null if none"),
+    _f("mean_change_prob", "FLOAT", "NULLABLE",
+       "mean change probability over the valid pixels of the region's cells"),
+    _f("max_change_prob", "FLOAT", "NULLABLE", "highest change probability in the region"),
+    _f("row0", "INTEGER", "REQUIRED", "first pixel row of the bounding box"),
+    _f("col0", "INTEGER", "REQUIRED", "first pixel column of the bounding box"),
+    _f("row1", "INTEGER", "REQUIRED", "pixel row just past the box"),
+    _f("col1", "INTEGER", "REQUIRED", "pixel column just past the box"),
+    _f("min_x", "FLOAT", "NULLABLE", "bounds in map units of the capture's CRS (null if none)"),
+    _f("min_y", "FLOAT", "NULLABLE", "bounds in map units"),
+    _f("max_x", "FLOAT", "NULLABLE", "bounds in map units"),
+    _f("max_y", "FLOAT", "NULLABLE", "bounds in map units"),
+    _f("geometry", "GEOGRAPHY", "NULLABLE",
+       "the region, WGS84 lon/lat WKT (null when the capture has no CRS)"),
+    _f("geometry_crs", "STRING", "NULLABLE", "the region as WKT in the capture's CRS"),
+    _f("geometry_pixel", "STRING", "REQUIRED", "the region as WKT in pixels (x column, y row)"),
+    _f("crs", "STRING", "NULLABLE", "CRS of the capture (EPSG code or WKT), null if none"),
+    *_RUN,
+)
+
 TABLES = {"pairs": PAIRS, "chips": CHIPS, "first_captures": FIRST_CAPTURES,
-          "dead_letter": DEAD_LETTERS, "history": HISTORY}
+          "dead_letter": DEAD_LETTERS, "history": HISTORY, "regions": REGIONS}
 
 
 def bigquery_schema(fields: tuple[Field, ...]) -> list[dict]:
@@ -136,7 +169,7 @@ def arrow_schema(fields: tuple[Field, ...]):
                         for s in f.fields])
     return {"STRING": pa.string(), "INTEGER": pa.int64(), "FLOAT": pa.float64(),
             "BOOLEAN": pa.bool_(), "TIMESTAMP": pa.timestamp("us", tz="UTC"),
-            "DATE": pa.date32()}[f.type]
+            "DATE": pa.date32(), "GEOGRAPHY": pa.string()}[f.type]
 
   return pa.schema([
       pa.field(f.name, pa.list_(arrow_type(f)) if f.mode == "REPEATED" else arrow_type(f),
@@ -164,7 +197,7 @@ def check_row(row: dict, fields: tuple[Field, ...], where: str = "row") -> None:
   if extra:
     raise ValueError(f"{where}: fields not in the schema: {sorted(extra)}")
   kinds = {"STRING": str, "INTEGER": int, "FLOAT": (float, int), "BOOLEAN": bool,
-           "TIMESTAMP": str, "DATE": str}
+           "TIMESTAMP": str, "DATE": str, "GEOGRAPHY": str}
   for f in fields:
     value = row.get(f.name)
     if value is None:

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS `PROJECT_ID.DATASET.TABLE` (
     max_x FLOAT64,
     max_y FLOAT64
   >> OPTIONS(description="largest changed regions, largest first"),
+  geometry GEOGRAPHY OPTIONS(description="union of the pair's change regions, WGS84 WKT (null: no region or no CRS)"),
   change_map_uri STRING OPTIONS(description="GeoTIFF of the change probability"),
   anomaly_score FLOAT64 OPTIONS(description="how unusual this change is for the location at this time of year (null: short history)"),
   anomaly_method STRING NOT NULL OPTIONS(description="seasonal, robust or none (pipeline/history.py)"),

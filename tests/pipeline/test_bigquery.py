@@ -16,7 +16,8 @@ def sample_value(f: schemas.Field, i: int):
   if f.type == "RECORD":
     return {s.name: sample_value(s, i) for s in f.fields}
   return {"STRING": f"{f.name}-{i}", "INTEGER": i, "FLOAT": 0.5 + i, "BOOLEAN": True,
-          "TIMESTAMP": f"2018-03-{10 + i:02d}T10:20:30", "DATE": f"2018-03-{10 + i:02d}"}[f.type]
+          "TIMESTAMP": f"2018-03-{10 + i:02d}T10:20:30", "DATE": f"2018-03-{10 + i:02d}",
+          "GEOGRAPHY": f"POINT({i} {i / 2})"}[f.type]
 
 
 def pair_row(i: int, nulls: bool = False) -> dict:
