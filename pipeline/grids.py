@@ -26,6 +26,7 @@ Pair-row fields (`PairGrid.row_fields()` and `ShiftRecord.row_fields()`):
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import Iterator, Literal, NamedTuple
 
@@ -295,6 +296,9 @@ def plan_common_grid(before: SceneRef, after: SceneRef, spec: GridSpec = GridSpe
     return PairGrid(gb, False, False, 1.0, NO_WARP)
   if not gb.crs_wkt or not ga.crs_wkt:
     which = "the earlier" if not gb.crs_wkt else "the later"
+    if spec.source == "fixed":
+      return (f"{which} capture has no georeference (no CRS): it cannot be placed on the "
+              f"fixed --grid")
     return (f"{which} capture has no georeference (no CRS) and the grids differ "
             f"({gb.height}x{gb.width} vs {ga.height}x{ga.width}), so it cannot be placed on "
             f"the other's grid")
@@ -537,6 +541,7 @@ def measure_shift(before: tuple[tuple[str, ...], int], after: tuple[tuple[str, .
 
 # ---------------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=64)
 def _crs(wkt: str) -> CRS | None:
   return CRS.from_wkt(wkt) if wkt else None
 
