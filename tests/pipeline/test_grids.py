@@ -326,10 +326,18 @@ def test_coregistering_removes_false_changes_along_edges(shifted_pair):
 def test_decide_shift_bounds():
   assert grids.decide_shift((1.0, -2.0), True) == grids.ShiftRecord((1.0, -2.0), True, False)
   assert grids.decide_shift((1.0, -2.0), False) == grids.ShiftRecord((1.0, -2.0), False, False)
-  assert grids.decide_shift((3.0, 1.0), True) == grids.ShiftRecord((3.0, 1.0), False, True)
+  assert grids.decide_shift((0.6, 0.8), True) == grids.ShiftRecord((0.6, 0.8), False, False)
+  assert grids.decide_shift((-3.7, -4.4), True).coregistered  # 5.7 px: within the bound
+  assert grids.decide_shift((8.0, 1.0), True) == grids.ShiftRecord((8.0, 1.0), False, True)
+  assert grids.decide_shift((8.0, 1.0), False).shift_flagged
+  assert grids.decide_shift((5.0, 0), True, max_shift=4).shift_flagged
   assert grids.decide_shift(None, True).row_fields() == {
       "shift_dx_px": None, "shift_dy_px": None, "coregistered": False, "shift_flagged": False}
-  assert grids.decide_shift((5.0, 0), True, max_shift=6).coregistered
+  plan = grids.PairGrid(grids.Grid("", (1.0, 0, 0, 0, -1.0, 0), 2, 2), False, False, 1.0, "none")
+  row = grids.pair_row_fields(plan, grids.decide_shift((2.0, 0.0), True))
+  assert row == {"grid_crs": "", "grid_transform": [1.0, 0, 0, 0, -1.0, 0],
+                 "overlap_fraction": 1.0, "resampling": "none", "shift_dx_px": 2.0,
+                 "shift_dy_px": 0.0, "coregistered": True, "shift_flagged": False}
 
 
 def test_offset_grid_moves_by_pixels():
