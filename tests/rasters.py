@@ -102,3 +102,20 @@ def seasonal_series(root: str, location: str, start: str, days: int, every: int,
                         nodata=0, descriptions=("B02", "B03", "B04", "B08", "QA"))
     out.append({"date": date.isoformat(), "path": path, "cloud": cloud, "index": i})
   return out
+
+
+def write_change_map(path, pair, prob, valid):
+  """Writes a whole map the way the sweep's map assembly writes it (tiled GeoTIFF, before COG)."""
+  import rasterio
+
+  from changesweep.pipeline import change_maps
+  from changesweep.pipeline.elements import PROB_SCALE
+  from changesweep.pipeline.pair_summary import encode_tile
+
+  os.makedirs(os.path.dirname(str(path)) or ".", exist_ok=True)
+  with rasterio.open(path, "w", **change_maps.map_profile(pair)) as dst:
+    dst.write(encode_tile(prob, valid)[None])
+    dst.scales = (1.0 / PROB_SCALE,)
+    dst.set_band_description(1, "change_probability")
+    dst.update_tags(pair_id=pair.pair_id, before=pair.before.uri, after=pair.after.uri)
+  return encode_tile(prob, valid)

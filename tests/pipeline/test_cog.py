@@ -6,8 +6,9 @@ import rasterio
 from apache_beam.io.filesystems import FileSystems
 from pyproj import CRS
 
-from changesweep.pipeline import aggregate, cog
+from changesweep.pipeline import cog
 from changesweep.pipeline.elements import PROB_NODATA, PROB_SCALE, Pair, SceneRef
+from tests.rasters import write_change_map
 
 H, W = 900, 1100
 TRANSFORM = (10.0, 0.0, 500000.0, 0.0, -10.0, 4800000.0)
@@ -27,8 +28,7 @@ def change_map(path: str) -> np.ndarray:
   valid = np.ones((H, W), bool)
   valid[:256, :256] = False  # a whole nodata block
   valid[600:, :] = rng.random((H - 600, W)) > 0.5  # scattered nodata
-  aggregate.write_change_map(path, pair(), prob, valid)
-  return aggregate.encode_map(prob, valid)
+  return write_change_map(path, pair(), prob, valid)
 
 
 def check_cog(path: str, expected: np.ndarray) -> None:

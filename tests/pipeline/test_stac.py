@@ -13,6 +13,7 @@ from pystac.extensions.raster import RasterExtension
 
 from changesweep.pipeline import aggregate, cog, geoio, polygons, stac
 from changesweep.pipeline.elements import PROB_SCALE, Pair, SceneRef
+from tests.rasters import write_change_map
 
 ZONES = {"loc-a": 32631, "loc-b": 32632, "loc-c": None}
 TRANSFORM = (10.0, 0.0, 500000.0, 0.0, -10.0, 4800000.0)
@@ -33,7 +34,7 @@ def sweep_outputs(root: str, location: str, before: str, after: str, score: floa
   prob[10:30, 20:40] = PROB_SCALE
   valid = np.ones((H, W), bool)
   path = os.path.join(root, "maps", f"{pair.pair_id}.tif")
-  aggregate.write_change_map(path, pair, prob, valid)
+  write_change_map(path, pair, prob, valid)
   cog.to_cog(path, path)
   regions = polygons.regions_from_pooled(polygons.pool_map(prob, valid, 0.5, 1), TRANSFORM,
                                          pair.after.crs, max_regions=5, min_pixels=1)
