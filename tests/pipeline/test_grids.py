@@ -14,7 +14,7 @@ from rasterio import warp
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from changesweep.pipeline import grids
+from changesweep.pipeline import coregistration, grids, warping
 from changesweep.pipeline.elements import SceneRef
 from changesweep.pipeline.rasters import open_raster
 from tests.rasters import write_raster
@@ -93,9 +93,9 @@ def changed_mask(before_path: str, after_path: str, plan: grids.PairGrid, band: 
   """|before - after| > threshold on the target grid, and where both are valid."""
   window = Window(0, 0, plan.target.width, plan.target.height)
   with open_raster(before_path) as b, open_raster(after_path) as a:
-    db, vb = grids.read_on_grid(b, [band], plan.read_grid("before"), window, plan.resampling
+    db, vb = warping.read_on_grid(b, [band], plan.read_grid("before"), window, plan.resampling
                                 if plan.resampling != grids.NO_WARP else "bilinear")
-    da, va = grids.read_on_grid(a, [band], plan.read_grid("after"), window, plan.resampling
+    da, va = warping.read_on_grid(a, [band], plan.read_grid("after"), window, plan.resampling
                                 if plan.resampling != grids.NO_WARP else "bilinear")
   valid = vb & va
   return valid & (np.abs(db[0] - da[0]) > threshold), valid
@@ -152,7 +152,7 @@ def test_one_grid_is_the_fast_path(tmp_path, before_path):
   assert plan == grids.PairGrid(grids.grid_of(scene_ref(before_path)), False, False, 1.0,
                                 grids.NO_WARP)
   assert plan.no_warp and plan.read_grid("before") is None and plan.read_grid("after") is None
-  with open_raster(after) as src, grids.open_on_grid(src, plan.target) as view:
+  with open_raster(after) as src, warping.open_on_grid(src, plan.target) as view:
     assert view is src  # on the grid already: the file itself, no VRT
   fields = plan.row_fields()
   assert fields["resampling"] == "none" and fields["overlap_fraction"] == 1.0
@@ -209,8 +209,8 @@ def test_parse_grid_option():
     with pytest.raises(ValueError):
       grids.parse_grid_option(bad)
   assert grids.parse_resampling(None) == "bilinear"
-  assert grids.resampling_for("mask", "cubic") == "nearest"
-  assert grids.resampling_for("reflectance", "cubic") == "cubic"
+  assert warping.resampling_for("mask", "cubic") == "nearest"
+  assert warping.resampling_for("reflectance", "cubic") == "cubic"
   with pytest.raises(ValueError):
     grids.parse_resampling("smooth")
 
@@ -240,13 +240,13 @@ def test_warped_view_masks_outside_the_footprint_also_with_nodata(tmp_path, befo
   after = render(str(tmp_path / "after.tif"), ZONE33, transform, shape, nodata=0)
   plan = grids.plan_common_grid(scene_ref(before_path), scene_ref(after), grids.GridSpec())
   window = Window(0, 0, 64, 64)
-  with open_raster(after) as src, grids.open_on_grid(src, plan.target) as view:
+  with open_raster(after) as src, warping.open_on_grid(src, plan.target) as view:
     assert isinstance(view, rasterio.vrt.WarpedVRT)
     data = view.read(1, window=window)
     mask = view.read_masks(1, window=window)
   assert (data[mask == 0] == 0).all() and (mask[:, :15] == 0).all() and (mask[5:50, 30:] > 0).all()
   # Reading window by window gives the same pixels as one read of the whole grid.
-  with open_raster(after) as src, grids.open_on_grid(src, plan.target) as view:
+  with open_raster(after) as src, warping.open_on_grid(src, plan.target) as view:
     parts = np.block([[view.read(1, window=Window(c, r, 32, 32)) for c in (0, 32)]
                       for r in (0, 32)])
   assert np.array_equal(parts, data)
@@ -257,10 +257,10 @@ def test_four_bands_without_nodata_are_masked_outside_the_footprint(tmp_path, be
   transform, shape = zone33_grid(10.0, margin_m=200.0)
   after = render(str(tmp_path / "after.tif"), ZONE33, transform, shape, bands=4)
   plan = grids.plan_common_grid(scene_ref(before_path), scene_ref(after), grids.GridSpec())
-  with open_raster(after) as src, grids.open_on_grid(src, plan.target) as view:
+  with open_raster(after) as src, warping.open_on_grid(src, plan.target) as view:
     assert view.count == 5
     masks = view.read_masks([1, 4], window=Window(0, 0, 64, 64))
-    data, valid = grids.read_on_grid(src, [1, 2, 3, 4], plan.target, Window(0, 0, 64, 64))
+    data, valid = warping.read_on_grid(src, [1, 2, 3, 4], plan.target, Window(0, 0, 64, 64))
   assert (masks == 0).any(axis=(1, 2)).all() and (masks[0] == masks[1]).all()
   assert (valid == (masks[0] > 0)).all() and not valid[:, :15].any() and valid[5:50, 30:].all()
   assert valid.mean() == pytest.approx(plan.overlap_fraction, abs=0.02)
@@ -273,9 +273,9 @@ def test_mask_bands_are_read_nearest(tmp_path, before_path):
   path = write_raster(str(tmp_path / "qa.tif"), qa, crs=ZONE33, transform=transform)
   plan = grids.plan_common_grid(scene_ref(before_path), scene_ref(path), grids.GridSpec())
   with open_raster(path) as src:
-    flags, _ = grids.read_on_grid(src, [1], plan.target, Window(0, 0, 64, 64),
-                                  grids.resampling_for("mask"))
-    smooth, _ = grids.read_on_grid(src, [1], plan.target, Window(0, 0, 64, 64), "bilinear")
+    flags, _ = warping.read_on_grid(src, [1], plan.target, Window(0, 0, 64, 64),
+                                  warping.resampling_for("mask"))
+    smooth, _ = warping.read_on_grid(src, [1], plan.target, Window(0, 0, 64, 64), "bilinear")
   assert set(np.unique(flags)) == {0, 8}
   assert len(np.unique(smooth)) > 2
 
@@ -296,22 +296,22 @@ def test_shift_is_recovered_within_a_fifth_of_a_pixel(shifted_pair):
   before, after = shifted_pair
   plan = grids.plan_common_grid(scene_ref(before), scene_ref(after), grids.GridSpec())
   assert plan.no_warp
-  dx, dy = grids.measure_shift(((before,), 0), ((after,), 0), plan)
+  dx, dy = coregistration.measure_shift(((before,), 0), ((after,), 0), plan)
   assert abs(dx - SHIFT[0]) < 0.2 and abs(dy - SHIFT[1]) < 0.2
   # The pure estimate, on arrays with a masked corner.
   with open_raster(before) as b, open_raster(after) as a:
     ib, ia = b.read(1).astype(float), a.read(1).astype(float)
   valid = np.ones(ib.shape, bool)
   valid[:20, :20] = False
-  dx, dy = grids.estimate_shift(ib, ia, valid)
+  dx, dy = coregistration.estimate_shift(ib, ia, valid)
   assert abs(dx - SHIFT[0]) < 0.2 and abs(dy - SHIFT[1]) < 0.2
-  assert grids.estimate_shift(ib, ia, np.zeros(ib.shape, bool)) is None
+  assert coregistration.estimate_shift(ib, ia, np.zeros(ib.shape, bool)) is None
 
 
 def test_coregistering_removes_false_changes_along_edges(shifted_pair):
   before, after = shifted_pair
   plan = grids.plan_common_grid(scene_ref(before), scene_ref(after), grids.GridSpec())
-  record = grids.decide_shift(grids.measure_shift(((before,), 0), ((after,), 0), plan), True)
+  record = coregistration.decide_shift(coregistration.measure_shift(((before,), 0), ((after,), 0), plan), True)
   assert record.coregistered and not record.shift_flagged
   fixed = plan.coregistered(record.shift_px)
   assert fixed.warp_after and not fixed.warp_before and fixed.resampling == "bilinear"
@@ -324,17 +324,17 @@ def test_coregistering_removes_false_changes_along_edges(shifted_pair):
 
 
 def test_decide_shift_bounds():
-  assert grids.decide_shift((1.0, -2.0), True) == grids.ShiftRecord((1.0, -2.0), True, False)
-  assert grids.decide_shift((1.0, -2.0), False) == grids.ShiftRecord((1.0, -2.0), False, False)
-  assert grids.decide_shift((0.6, 0.8), True) == grids.ShiftRecord((0.6, 0.8), False, False)
-  assert grids.decide_shift((-3.7, -4.4), True).coregistered  # 5.7 px: within the bound
-  assert grids.decide_shift((8.0, 1.0), True) == grids.ShiftRecord((8.0, 1.0), False, True)
-  assert grids.decide_shift((8.0, 1.0), False).shift_flagged
-  assert grids.decide_shift((5.0, 0), True, max_shift=4).shift_flagged
-  assert grids.decide_shift(None, True).row_fields() == {
+  assert coregistration.decide_shift((1.0, -2.0), True) == grids.ShiftRecord((1.0, -2.0), True, False)
+  assert coregistration.decide_shift((1.0, -2.0), False) == grids.ShiftRecord((1.0, -2.0), False, False)
+  assert coregistration.decide_shift((0.6, 0.8), True) == grids.ShiftRecord((0.6, 0.8), False, False)
+  assert coregistration.decide_shift((-3.7, -4.4), True).coregistered  # 5.7 px: within the bound
+  assert coregistration.decide_shift((8.0, 1.0), True) == grids.ShiftRecord((8.0, 1.0), False, True)
+  assert coregistration.decide_shift((8.0, 1.0), False).shift_flagged
+  assert coregistration.decide_shift((5.0, 0), True, max_shift=4).shift_flagged
+  assert coregistration.decide_shift(None, True).row_fields() == {
       "shift_dx_px": None, "shift_dy_px": None, "coregistered": False, "shift_flagged": False}
   plan = grids.PairGrid(grids.Grid("", (1.0, 0, 0, 0, -1.0, 0), 2, 2), False, False, 1.0, "none")
-  row = grids.pair_row_fields(plan, grids.decide_shift((2.0, 0.0), True))
+  row = coregistration.pair_row_fields(plan, coregistration.decide_shift((2.0, 0.0), True))
   assert row == {"grid_crs": "", "grid_transform": [1.0, 0, 0, 0, -1.0, 0],
                  "overlap_fraction": 1.0, "resampling": "none", "shift_dx_px": 2.0,
                  "shift_dy_px": 0.0, "coregistered": True, "shift_flagged": False}
