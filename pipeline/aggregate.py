@@ -12,7 +12,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
-from changesweep.pipeline import change_maps, pair_summary
+from changesweep.pipeline import change_maps, pair_summary, polygons
 from changesweep.pipeline.elements import (PROB_SCALE, ChipFailure, ChipKey, ChipScore,
                                            DeadLetter, Pair)
 from changesweep.pipeline.metrics import inc_counter
@@ -99,7 +99,11 @@ def crs_name(wkt: str) -> str | None:
 
 
 class FinishPair(beam.DoFn):
-  """`(pair_id, {pair, summary, failed})` -> pair row (main), dead letter ("dead"), map.
+  """`(pair_id, {pair, summary, failed})` -> pair row, region rows ("regions"), dead letter, map.
+
+  The pair row's `regions` are the largest boxes (as before); the region rows are polygons of
+  the pooled map (`pipeline.polygons`), up to `max_polygons` a pair, and the row's `geometry`
+  is their union in WGS84.
 
   Attributes:
     chip_size, overlap, threshold, run: as for `ReduceChip`.
@@ -108,7 +112,7 @@ class FinishPair(beam.DoFn):
   """
 
   def __init__(self, chip_size: int, overlap: int, threshold: float, output: str | None,
-               run: dict, max_regions: int, min_region_pixels: int):
+               run: dict, max_regions: int, min_region_pixels: int, max_polygons: int = 1000):
     self.chip_size = chip_size
     self.overlap = overlap
     self.threshold = threshold
@@ -116,6 +120,7 @@ class FinishPair(beam.DoFn):
     self.run = dict(run)
     self.max_regions = max_regions
     self.min_region_pixels = min_region_pixels
+    self.max_polygons = max_polygons
 
   def process(self, element):
     pair_id, joined = element
@@ -157,7 +162,10 @@ class FinishPair(beam.DoFn):
       inc_counter(STAGE, "maps_written")
     inc_counter(STAGE, "pairs_scored")
     transform = pair.after.transform if pair.after.crs else None
-    yield {
+    shapes = polygons.regions_from_pooled(pooled, transform, pair.after.crs,
+                                          max_regions=self.max_polygons,
+                                          min_pixels=self.min_region_pixels)
+    row = {
         "pair_id": pair_id, "location": pair.location,
         "capture_date": pair.after.captured_at[:10],
         "before_captured_at": pair.before.captured_at,
@@ -167,6 +175,7 @@ class FinishPair(beam.DoFn):
         **summary, "threshold": self.threshold, "num_chips": planned,
         "regions": pair_summary.regions_from_pooled(pooled, transform, self.max_regions,
                                                     self.min_region_pixels),
-        "change_map_uri": map_uri, **self.run}
-    # The pooled map travels on for polygons (GIS outputs) in a tagged output of its own.
-    yield beam.pvalue.TaggedOutput("pooled", (pair, pooled))
+        "geometry": polygons.union_wkt(shapes), "change_map_uri": map_uri, **self.run}
+    yield row
+    for region in polygons.region_rows(row, shapes):
+      yield beam.pvalue.TaggedOutput("regions", region)

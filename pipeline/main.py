@@ -71,7 +71,8 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
         # one model copy per GPU on GPU workers
         model_copies=opts.model_copies or (opts.gpu_count if accelerator else None),
         num_shards=opts.num_shards,
-        max_regions=opts.max_regions, min_region_pixels=opts.min_region_pixels,
+        max_regions=opts.max_regions, max_polygons=opts.max_polygons,
+        min_region_pixels=opts.min_region_pixels,
         write_maps=not opts.no_maps, run_id=opts.run_id or default_run_id(),
         bigquery_table=opts.bigquery_table, state=opts.state, since=opts.since,
         force=opts.force, accelerator=accelerator, gpu_hints=opts.gpu_mode == "hints",
@@ -189,6 +190,12 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
   result = p.run()
   result.wait_until_finish()
   summary = summarize_run(cfg, metrics.counters_of(result))
+  from changesweep.pipeline import stac
+
+  tiles = os.path.join(cfg.output, "maps", "_tiles")
+  if "://" not in tiles and os.path.isdir(tiles) and not os.listdir(tiles):
+    os.rmdir(tiles)  # chip tiles are scratch: each pair's are removed once its map is written
+  summary["stac"] = stac.write_stac(cfg.output, sinks.read_jsonl_rows(cfg.output, "pairs"))
   with FileSystems.create(FileSystems.join(cfg.output, "run.json")) as f:
     f.write(json.dumps(summary, indent=2).encode() + b"\n")
   return summary

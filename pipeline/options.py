@@ -58,6 +58,9 @@ class SweepOptions(PipelineOptions):
                         help="shards per output table; 0 lets the runner choose (default 1)")
     parser.add_argument("--max_regions", type=int, default=20,
                         help="change regions kept per pair, largest first (default 20)")
+    parser.add_argument("--max_polygons", type=int, default=1000,
+                        help="change polygons (regions table) kept per pair, largest first "
+                             "(default 1000)")
     parser.add_argument("--min_region_pixels", type=int, default=4,
                         help="smallest change region reported, in pixels (default 4)")
     parser.add_argument("--no_maps", action="store_true",

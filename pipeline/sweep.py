@@ -8,7 +8,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from changesweep.model.format import ModelInfo
-from changesweep.pipeline import aggregate, dataflow, incremental, pair_summary
+from changesweep.pipeline import aggregate, dataflow, geoio, incremental, pair_summary
 from changesweep.pipeline.bigquery import WriteRowsToBigQuery
 from changesweep.pipeline.chips import ReadChips, plan_chips
 from changesweep.pipeline.elements import ChipFailure
@@ -20,6 +20,7 @@ from changesweep.pipeline.usability import MaskSpec
 from changesweep.pipeline.progress import ReportProgress
 from changesweep.pipeline.scoring import (ScoreChips, capped_batch_size, make_model_handler,
                               raw_tensor_adapter_config, to_record_batch)
+from changesweep.pipeline import schemas
 from changesweep.pipeline.sinks import WriteTable
 from changesweep.transforms import preprocessing
 
@@ -56,6 +57,7 @@ class SweepConfig:
   model_copies: int | None = None
   num_shards: int = 1
   max_regions: int = 20
+  max_polygons: int = 1000
   min_region_pixels: int = 4
   write_maps: bool = True
   run_id: str = "sweep"
@@ -169,7 +171,7 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
               | "JoinSummariesToPairs" >> beam.CoGroupByKey())
     rows = joined | "FinishPairs" >> beam.ParDo(aggregate.FinishPair(
         size, cfg.chip_overlap, cfg.model.threshold, maps_root, run, cfg.max_regions,
-        cfg.min_region_pixels)).with_outputs("dead", "pooled", main="pairs")
+        cfg.min_region_pixels, cfg.max_polygons)).with_outputs("dead", "regions", main="pairs")
     _ = scores | "Progress[chips]" >> ReportProgress("chips", tasks)
     _ = rows.pairs | "Progress[pairs]" >> ReportProgress("pairs", pairs)
   run_id = cfg.run_id
@@ -185,8 +187,11 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
   for table, pcoll in out.items():
     pcoll | f"Write[{table}]" >> WriteTable(cfg.output, table, cfg.num_shards,
                                             parquet=table in ("pairs", "chips", "history"))
+  _ = rows.regions | "Write[regions]" >> geoio.WriteRegions(cfg.output, cfg.num_shards)
   if cfg.bigquery_table:
     _ = out["pairs"] | "WriteBigQuery[pairs]" >> WriteRowsToBigQuery(cfg.bigquery_table)
+    _ = rows.regions | "WriteBigQuery[regions]" >> WriteRowsToBigQuery(
+        f"{cfg.bigquery_table}_regions", schemas.REGIONS)
   if cfg.state:
     _ = (out["pairs"], out["first_captures"]) | "WriteState" >> incremental.WriteState(
         cfg.state, state, run_id)
