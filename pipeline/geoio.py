@@ -33,6 +33,8 @@ GEOMETRY_COLUMNS = ("geometry", "geometry_crs", "geometry_pixel")
 # Kept out of GeoJSON properties: they are the feature's geometry in other coordinates.
 _NOT_PROPERTIES = ("geometry", "geometry_crs")
 
+# Region shards when `--num_shards 0` leaves the choice to the runner (regions are few per pair).
+RUNNER_SHARDS = 8
 
 def shard_of(pair_id: str, num_shards: int) -> int:
   """The shard that holds a pair's regions (stable across runs and machines)."""

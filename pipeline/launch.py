@@ -49,6 +49,7 @@ def submit(argv: list[str]):
 
   cfg, options = main.parse_args(expand_run_date(argv))
   main.check_inputs(cfg)
+  sinks.clear_tables(cfg.output)
   sinks.write_schemas(cfg.output)
   all_options = options.get_all_options()
   temp_dir = (all_options.get("temp_location") or all_options.get("staging_location")

@@ -70,7 +70,7 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
         chip_overlap=opts.chip_overlap, batch_size=opts.batch_size,
         # one model copy per GPU on GPU workers
         model_copies=opts.model_copies or (opts.gpu_count if accelerator else None),
-        num_shards=opts.num_shards,
+        num_shards=default_num_shards(opts.num_shards, options),
         max_regions=opts.max_regions, max_polygons=opts.max_polygons,
         min_region_pixels=opts.min_region_pixels,
         write_maps=not opts.no_maps, run_id=opts.run_id or default_run_id(),
@@ -84,6 +84,15 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
   except ValueError as e:
     raise UsageError(str(e)) from None
   return cfg, options
+
+
+def default_num_shards(given: int | None, options: PipelineOptions) -> int:
+  """`--num_shards`, else 1 locally (one file per table) and 0 (the runner's choice) on Dataflow,
+  where one writer per table would funnel a continent's rows through one worker."""
+  if given is not None:
+    return given
+  runner = str(options.view_as(StandardOptions).runner or "")
+  return 0 if "Dataflow" in runner else 1
 
 
 def parse_mask_values(text: str) -> tuple[int, ...]:
@@ -183,6 +192,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
   """
   cfg, options = parse_args(list(sys.argv[1:] if argv is None else argv))
   check_inputs(cfg)
+  sinks.clear_tables(cfg.output)
   sinks.write_schemas(cfg.output)
   temp_dir = options.get_all_options().get("temp_location") or tempfile.mkdtemp(prefix="sweep-")
   p = test_pipeline or beam.Pipeline(options=options)

@@ -54,8 +54,9 @@ class SweepOptions(PipelineOptions):
                         help="largest inference batch, in chips (default 8)")
     parser.add_argument("--model_copies", type=int, default=None,
                         help="model copies per worker (1 per GPU on GPU workers)")
-    parser.add_argument("--num_shards", type=int, default=1,
-                        help="shards per output table; 0 lets the runner choose (default 1)")
+    parser.add_argument("--num_shards", type=int, default=None,
+                        help="shards per output table; 0 lets the runner choose (default: 1 "
+                             "locally, 0 on Dataflow)")
     parser.add_argument("--max_regions", type=int, default=20,
                         help="change regions kept per pair, largest first (default 20)")
     parser.add_argument("--max_polygons", type=int, default=1000,

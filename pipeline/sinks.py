@@ -20,6 +20,21 @@ def write_schemas(output: str) -> None:
       f.write(json.dumps(schemas.bigquery_schema(fields), indent=2).encode() + b"\n")
 
 
+def clear_tables(output: str) -> list[str]:
+  """Removes the row shards of an earlier run in `output` (any shard count); returns them.
+
+  Shard file names carry the shard count, so a re-run with another `--num_shards` would leave
+  the old shards beside the new ones, and summaries and reports would read both.
+  """
+  patterns = [f"{table_prefix(output, t)}-*-of-*.{ext}" for t in schemas.TABLES
+              for ext in ("jsonl", "parquet", "geojson")]
+  patterns.append(FileSystems.join(output, "regions", "pairs", "*.geojson"))
+  stale = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
+  if stale:
+    FileSystems.delete(stale)
+  return stale
+
+
 class WriteTable(beam.PTransform):
   """Rows (dicts) -> `OUT/<table>/<table>-SSSSS-of-NNNNN.{jsonl,parquet}`.
 

@@ -187,7 +187,8 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
   for table, pcoll in out.items():
     pcoll | f"Write[{table}]" >> WriteTable(cfg.output, table, cfg.num_shards,
                                             parquet=table in ("pairs", "chips", "history"))
-  _ = rows.regions | "Write[regions]" >> geoio.WriteRegions(cfg.output, cfg.num_shards)
+  _ = rows.regions | "Write[regions]" >> geoio.WriteRegions(
+      cfg.output, cfg.num_shards or geoio.RUNNER_SHARDS)
   if cfg.bigquery_table:
     _ = out["pairs"] | "WriteBigQuery[pairs]" >> WriteRowsToBigQuery(cfg.bigquery_table)
     _ = rows.regions | "WriteBigQuery[regions]" >> WriteRowsToBigQuery(
