@@ -1,6 +1,7 @@
 """`changesweep sweep`: parse options, check inputs before any work, run the graph, summarise."""
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -21,6 +22,9 @@ from changesweep.pipeline.sweep import SweepConfig, build_sweep, default_run_id
 log = logging.getLogger("changesweep")
 
 
+DRY_RUN = "--dry_run"
+
+
 class UsageError(ValueError):
   """A problem with the command line or its inputs, reported before any work starts."""
 
@@ -31,6 +35,9 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
   Raises:
     UsageError: naming the option or file at fault.
   """
+  # `--dry_run` is ours (Beam's TestOptions has a `--dry_run VALUE` of its own).
+  dry_run = DRY_RUN in argv
+  argv = [a for a in argv if a != DRY_RUN]
   options = PipelineOptions(argv)
   opts = options.view_as(SweepOptions)
   unknown = [a for a in options.get_all_options(retain_unknown_options=True)
@@ -55,10 +62,13 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
   except ModelDirError as e:
     raise UsageError(f"--model: {e}") from None
   try:
-    check_model_compatible(info)
+    if not dry_run:  # a dry run loads no model
+      check_model_compatible(info)
   except ModelDirError as e:
     raise UsageError(f"--model: {e}") from None
   bands = tuple(b.strip() for b in opts.bands.split(",")) if opts.bands else info.bands
+  if dry_run:  # listing and pairing run here, whatever runner a real run would use
+    options.view_as(StandardOptions).runner = "FnApiRunner"
   if not options.view_as(StandardOptions).runner:
     # The plain DirectRunner would try to download a Prism binary first.
     options.view_as(StandardOptions).runner = "FnApiRunner"
@@ -78,7 +88,8 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
         force=opts.force, accelerator=accelerator, gpu_hints=opts.gpu_mode == "hints",
         max_batch_bytes=opts.max_batch_bytes,
         masks=MaskSpec(opts.mask_band, opts.mask_layout, parse_mask_values(opts.mask_values)),
-        min_usable_fraction=opts.min_usable_fraction, history=opts.history)
+        min_usable_fraction=opts.min_usable_fraction, history=opts.history,
+        dry_run=dry_run)
     if cfg.masks.layout:
       Layout.parse(cfg.masks.layout)
   except ValueError as e:
@@ -154,6 +165,26 @@ def summarize_run(cfg: SweepConfig, counters: dict, top: int = 5) -> dict:
   }
 
 
+def summarize_dry_run(cfg: SweepConfig, counters: dict) -> dict:
+  """What a real run of the same command would do: its counts, from listing and pairing alone."""
+  planned = sinks.read_jsonl_rows(cfg.output, "planned_pairs")
+  dead = sinks.read_jsonl_rows(cfg.output, "dead_letter")
+  firsts = sinks.read_jsonl_rows(cfg.output, "first_captures")
+  return {
+      "run_id": cfg.run_id, "output": cfg.output, "archive": cfg.input or cfg.manifest,
+      "dry_run": True,
+      "model": {"id": cfg.model.model_id, "version": cfg.model.version, "path": cfg.model.path,
+                "bands": list(cfg.bands)},
+      "counts": {"locations": len({r["location"] for r in planned}
+                                  | {r["location"] for r in firsts}),
+                 "captures": counters.get("listing/captures_listed", 0),
+                 "pairs": len(planned), "first_captures": len(firsts),
+                 "dead_letters": len(dead), "chips": sum(r["num_chips"] for r in planned)},
+      "dead_letters_by_stage": dict(collections.Counter(r["stage"] for r in dead)),
+      "metrics": counters,
+  }
+
+
 def print_summary(summary: dict, stream=sys.stdout) -> None:
   c = summary["counts"]
   print(f"\nchangesweep: run {summary['run_id']} -> {summary['output']}", file=stream)
@@ -199,6 +230,11 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
   build_sweep(p, cfg, temp_dir)
   result = p.run()
   result.wait_until_finish()
+  if cfg.dry_run:
+    summary = summarize_dry_run(cfg, metrics.counters_of(result))
+    with FileSystems.create(FileSystems.join(cfg.output, "dry_run.json")) as f:
+      f.write(json.dumps(summary, indent=2).encode() + b"\n")
+    return summary
   summary = summarize_run(cfg, metrics.counters_of(result))
   from changesweep.pipeline import stac
 
@@ -218,6 +254,15 @@ def main(argv: list[str] | None = None) -> int:
   except UsageError as e:
     print(f"changesweep sweep: error: {e}", file=sys.stderr)
     return 2
+  if summary.get("dry_run"):
+    c = summary["counts"]
+    print(f"\nchangesweep: dry run -> {summary['output']} (no chip read, no model loaded)")
+    print(f"  {c['locations']} locations, {c['captures']} captures, {c['pairs']} pairs, "
+          f"{c['first_captures']} first captures, {c['dead_letters']} dead letters")
+    for stage, n in sorted(summary["dead_letters_by_stage"].items()):
+      print(f"    dead letters at {stage}: {n}")
+    print(f"  a real run would score {c['chips']} chips")
+    return 0
   print_summary(summary)
   if not PipelineOptions(list(sys.argv[1:] if argv is None else argv)).view_as(
       SweepOptions).no_report:

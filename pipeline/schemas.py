@@ -91,6 +91,19 @@ FIRST_CAPTURES = (
     _f("run_id", "STRING", "REQUIRED", "the sweep run"),
 )
 
+PLANNED_PAIRS = (
+    _f("pair_id", "STRING", "REQUIRED", "the pair a real run would score"),
+    _f("location", "STRING", "REQUIRED", "location id"),
+    _f("before_captured_at", "TIMESTAMP", "REQUIRED", "the earlier capture"),
+    _f("after_captured_at", "TIMESTAMP", "REQUIRED", "the later capture"),
+    _f("before_uri", "STRING", "REQUIRED", "the earlier capture's file(s)"),
+    _f("after_uri", "STRING", "REQUIRED", "the later capture's file(s)"),
+    _f("height", "INTEGER", "REQUIRED", "pixel rows of the pair's grid"),
+    _f("width", "INTEGER", "REQUIRED", "pixel columns of the pair's grid"),
+    _f("num_chips", "INTEGER", "REQUIRED", "chips inference would score"),
+    _f("run_id", "STRING", "REQUIRED", "the sweep run"),
+)
+
 DEAD_LETTERS = (
     _f("uri", "STRING", "REQUIRED", "the file(s) at fault"),
     _f("stage", "STRING", "REQUIRED", "listing, metadata, pairing, chips, scoring or aggregate"),
@@ -145,7 +158,7 @@ REGIONS = (
     *_RUN,
 )
 
-TABLES = {"pairs": PAIRS, "chips": CHIPS, "first_captures": FIRST_CAPTURES,
+TABLES = {"planned_pairs": PLANNED_PAIRS, "pairs": PAIRS, "chips": CHIPS, "first_captures": FIRST_CAPTURES,
           "dead_letter": DEAD_LETTERS, "history": HISTORY, "regions": REGIONS}
 
 

@@ -44,6 +44,7 @@ class SweepConfig:
     masks, min_usable_fraction: where cloud/QA masks come from; captures with fewer valid
       pixels than this share are unusable.
     history: a previous sweep's output (or history files) to score pairs against.
+    dry_run: list and pair only (headers and the decimated usability read); no chip, no model.
   """
   output: str
   model: ModelInfo
@@ -58,6 +59,7 @@ class SweepConfig:
   num_shards: int = 1
   max_regions: int = 20
   max_polygons: int = 1000
+  dry_run: bool = False
   min_region_pixels: int = 4
   write_maps: bool = True
   run_id: str = "sweep"
@@ -106,20 +108,22 @@ def _inference_failures(failed):
 
 def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
   """Adds the sweep to `p`. Returns the output PCollections by table name."""
-  import tensorflow_transform.beam as tft_beam
-
   size, nbands = cfg.chip_size, len(cfg.bands)
+  files, dead_listing = p | "ListCaptures" >> ListCaptures(cfg.input, cfg.layout, cfg.manifest,
+                                                           cfg.masks)
+  pairs, firsts, dead_pairing, records = files | "PairConsecutive" >> PairConsecutive(
+      cfg.bands, cfg.min_usable_fraction)
+  state = None
+  if cfg.state or cfg.since or cfg.force:
+    if cfg.state:
+      state = p | "ReadState" >> incremental.ReadState(cfg.state)
+    pairs, firsts = (pairs, firsts) | "SelectNewPairs" >> incremental.SelectNewPairs(
+        state, cfg.since, cfg.force)
+  if cfg.dry_run:
+    return _write_dry_run(cfg, pairs, firsts, (dead_listing, dead_pairing))
+  import tensorflow_transform.beam as tft_beam  # only a real run needs TensorFlow
+
   with tft_beam.Context(temp_dir=temp_dir):
-    files, dead_listing = p | "ListCaptures" >> ListCaptures(cfg.input, cfg.layout, cfg.manifest,
-                                                             cfg.masks)
-    pairs, firsts, dead_pairing, records = files | "PairConsecutive" >> PairConsecutive(
-        cfg.bands, cfg.min_usable_fraction)
-    state = None
-    if cfg.state or cfg.since or cfg.force:
-      if cfg.state:
-        state = p | "ReadState" >> incremental.ReadState(cfg.state)
-      pairs, firsts = (pairs, firsts) | "SelectNewPairs" >> incremental.SelectNewPairs(
-          state, cfg.since, cfg.force)
     if cfg.accelerator:
       _ = p | "CheckGpu" >> dataflow.CheckGpu(cfg.accelerator if cfg.gpu_hints else None)
     tasks = (pairs
@@ -196,6 +200,31 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
   if cfg.state:
     _ = (out["pairs"], out["first_captures"]) | "WriteState" >> incremental.WriteState(
         cfg.state, state, run_id)
+  return out
+
+
+def planned_row(pair, chip_size: int, overlap: int, run_id: str) -> dict:
+  """What a dry run reports of a pair: the captures and the chips inference would score."""
+  return {"pair_id": pair.pair_id, "location": pair.location,
+          "before_captured_at": pair.before.captured_at,
+          "after_captured_at": pair.after.captured_at, "before_uri": pair.before.uri,
+          "after_uri": pair.after.uri, "height": pair.after.height, "width": pair.after.width,
+          "num_chips": len(plan_chips(pair, chip_size, overlap)), "run_id": run_id}
+
+
+def _write_dry_run(cfg: SweepConfig, pairs, firsts, dead_letters) -> dict:
+  """`--dry_run`: planned pairs, first captures and dead letters; no chip read, no model."""
+  run_id = cfg.run_id
+  out = {
+      "planned_pairs": pairs | "PlannedPairRows" >> beam.Map(
+          planned_row, cfg.chip_size, cfg.chip_overlap, run_id),
+      "first_captures": firsts | "FirstCaptureRows" >> beam.Map(
+          lambda f: {**f.to_row(), "run_id": run_id}),
+      "dead_letter": (dead_letters | "FlattenDeadLetters" >> beam.Flatten()
+                      | "DeadLetterRows" >> beam.Map(lambda d: {**d.to_row(), "run_id": run_id})),
+  }
+  for table, pcoll in out.items():
+    pcoll | f"Write[{table}]" >> WriteTable(cfg.output, table, cfg.num_shards, parquet=False)
   return out
 
 
