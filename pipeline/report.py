@@ -18,6 +18,7 @@ from typing import Callable
 
 from apache_beam.io.filesystems import FileSystems
 
+from changesweep.pipeline import geoio, sinks, stac
 from changesweep.pipeline.report_data import load_run
 from changesweep.pipeline.report_figures import quicklook_figure, regions_figure, series_figure
 from changesweep.pipeline.report_page import (DEFAULT_ATTRIBUTION, DEFAULT_MAX_ROWS, pairs_csv,
@@ -34,9 +35,13 @@ def _write(path: str, data: bytes) -> None:
     f.write(data)
 
 
-def _draw_pair(rank: int, r: dict, report: str, log: Callable[[str], None]) -> dict:
+def _draw_pair(rank: int, r: dict, report: str, log: Callable[[str], None],
+               shapes: list[dict] | None = None) -> dict:
   """Writes one top pair's quicklook and region map; returns their `src`s, or why not."""
-  fig: dict = {}
+  output = report.rsplit("/", 1)[0]
+  fig: dict = {"links": [("change map (COG)", r.get("change_map_uri")),
+                         ("regions (GeoJSON)", geoio.pair_geojson_path(output, r["pair_id"])),
+                         ("STAC item", stac.item_href(output, r["pair_id"]))]}
   stem = f"{rank:03d}-{r['pair_id']}"
   after = bounds = None
   try:
@@ -47,7 +52,7 @@ def _draw_pair(rank: int, r: dict, report: str, log: Callable[[str], None]) -> d
     fig["error"] = f"quicklook not drawn: {type(e).__name__}: {e}"
     log(f"pair {r['pair_id']} ({r['location']!r}): {fig['error']}")
   try:
-    png = regions_figure(r, after, bounds)
+    png = regions_figure(r, after, bounds, shapes)
     if png:
       _write(FileSystems.join(report, IMG_DIR, f"{stem}-regions.png"), png)
       fig["regions"] = f"{IMG_DIR}/{stem}-regions.png"
@@ -97,7 +102,12 @@ def write_report(output: str, top_n: int = 20, *, max_rows: int = DEFAULT_MAX_RO
   run = load_run(output)
   report = FileSystems.join(output, REPORT_DIR)
   base = report if "://" not in report else "."
-  figures = {r["pair_id"]: _draw_pair(rank, r, report, log)
+  top = {r["pair_id"] for r in run.ranked[:top_n]}
+  shapes: dict[str, list[dict]] = {}
+  for region in sinks.read_jsonl_rows(output, "regions"):
+    if region["pair_id"] in top:
+      shapes.setdefault(region["pair_id"], []).append(region)
+  figures = {r["pair_id"]: _draw_pair(rank, r, report, log, shapes.get(r["pair_id"]))
              for rank, r in enumerate(run.ranked[:top_n], 1)}
   notes = [UNREADABLE_NOTE] if any("error" in f for f in figures.values()) else []
   series = _draw_series(run.ranked, top_n, report)

@@ -77,19 +77,32 @@ def quicklook_figure(row: dict, max_px: int = QUICKLOOK_PX
   return _png(fig, quantize=True), after, bounds
 
 
-def regions_figure(row: dict, after: np.ndarray | None = None,
-                   bounds: tuple | None = None) -> bytes | None:
-  """The pair's change regions as numbered boxes in map units, over the after capture in grey
-  when it could be read; None when the capture is not georeferenced."""
-  from matplotlib.patches import Rectangle
+def _polygon_path(wkt: str):
+  """A WKT polygon or multipolygon as a matplotlib path (holes kept), and its bounds."""
+  import shapely
+  from matplotlib.path import Path
 
+  geom = shapely.from_wkt(wkt)
+  parts = list(getattr(geom, "geoms", [geom]))
+  rings = [ring for poly in parts for ring in (poly.exterior, *poly.interiors)]
+  return Path.make_compound_path(*[Path(np.asarray(r.coords)[:, :2], closed=True)
+                                   for r in rings]), geom.bounds
+
+
+def regions_figure(row: dict, after: np.ndarray | None = None,
+                   bounds: tuple | None = None, shapes: list[dict] | None = None) -> bytes | None:
+  """The pair's change regions in map units, over the after capture in grey when it could be
+  read: their polygons (`shapes`, rows of the regions table) where given, else numbered boxes;
+  None when the capture is not georeferenced."""
+  from matplotlib.patches import PathPatch, Rectangle
+
+  polys = [r for r in shapes or [] if r.get("geometry_crs")]
   regions = [r for r in row.get("regions") or [] if r.get("min_x") is not None]
-  if not regions or not row.get("crs"):
+  if not (regions or polys) or not row.get("crs"):
     return None
   fig = _figure(3.1, 2.9)
   ax = fig.subplots()
-  xs = [r["min_x"] for r in regions] + [r["max_x"] for r in regions]
-  ys = [r["min_y"] for r in regions] + [r["max_y"] for r in regions]
+  xs, ys = [], []
   if bounds:
     left, bottom, right, top = bounds
     if after is not None:
@@ -100,13 +113,24 @@ def regions_figure(row: dict, after: np.ndarray | None = None,
                            edgecolor="#888", lw=1))
     xs += [left, right]
     ys += [bottom, top]
-  for i, r in enumerate(regions):
-    ax.add_patch(Rectangle((r["min_x"], r["min_y"]), r["max_x"] - r["min_x"],
-                           r["max_y"] - r["min_y"], facecolor=(0.84, 0.15, 0.16, 0.25),
-                           edgecolor="#d62728", lw=1.2))
-    if i < 10:
-      ax.annotate(str(i + 1), (r["max_x"], r["max_y"]), fontsize=7, ha="left", va="bottom",
-                  color="#d62728", fontweight="bold")
+  style = dict(facecolor=(0.84, 0.15, 0.16, 0.35), edgecolor="#d62728", lw=0.8)
+  if polys:
+    for r in polys:
+      path, (x0, y0, x1, y1) = _polygon_path(r["geometry_crs"])
+      ax.add_patch(PathPatch(path, **style))
+      xs += [x0, x1]
+      ys += [y0, y1]
+    title = f"{len(polys)} change polygons"
+  else:
+    for i, r in enumerate(regions):
+      ax.add_patch(Rectangle((r["min_x"], r["min_y"]), r["max_x"] - r["min_x"],
+                             r["max_y"] - r["min_y"], **style))
+      if i < 10:
+        ax.annotate(str(i + 1), (r["max_x"], r["max_y"]), fontsize=7, ha="left", va="bottom",
+                    color="#d62728", fontweight="bold")
+      xs += [r["min_x"], r["max_x"]]
+      ys += [r["min_y"], r["max_y"]]
+    title = f"{len(regions)} largest change regions"
   pad = 0.03 * max(max(xs) - min(xs), max(ys) - min(ys), 1.0)
   ax.set_xlim(min(xs) - pad, max(xs) + pad)
   ax.set_ylim(min(ys) - pad, max(ys) + pad)
@@ -117,7 +141,7 @@ def regions_figure(row: dict, after: np.ndarray | None = None,
   crs = mpl_text(row["crs"] if len(row["crs"]) < 40 else "capture CRS")
   ax.set_xlabel(f"x ({crs})", fontsize=8)
   ax.set_ylabel(f"y ({crs})", fontsize=8)
-  ax.set_title(f"{len(regions)} largest change regions", fontsize=9)
+  ax.set_title(title, fontsize=9)
   return _png(fig, quantize=after is not None)
 
 

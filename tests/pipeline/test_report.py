@@ -279,3 +279,22 @@ def test_report_modules_import_one_way_and_stay_small():
     reports = {i.rsplit(".", 1)[-1] for i in imported
                if i.startswith("changesweep.pipeline.report")}
     assert reports <= may, (name, reports - may)
+
+
+def test_each_top_pair_links_its_cog_geojson_and_stac_item_and_draws_polygons(sample_report):
+  out, _, index = sample_report
+  with open(index) as f:
+    html_text = f.read()
+  for r in read_jsonl_rows(out, "pairs"):
+    pid = r["pair_id"]
+    for target in (f"../regions/pairs/{pid}.geojson", f"../stac/items/{pid}.json",
+                   os.path.relpath(r["change_map_uri"], os.path.join(out, "report"))):
+      assert f'href="{target}"' in html_text, target
+      assert os.path.exists(os.path.join(out, "report", target))
+  regions = read_jsonl_rows(out, "regions")
+  assert regions and all(r["geometry_crs"] for r in regions)
+  # the region maps are drawn from these polygons (the figure's title says which it drew)
+  from changesweep.pipeline.report_figures import regions_figure
+  pair = read_jsonl_rows(out, "pairs")[0]
+  shapes = [r for r in regions if r["pair_id"] == pair["pair_id"]]
+  assert regions_figure(pair, shapes=shapes) != regions_figure(pair)
