@@ -230,12 +230,20 @@ def run_sweep(archive: str, output: str, model: str, workers: int = 2, maps: boo
     raise RuntimeError(f"sweep failed ({proc.returncode}): {' '.join(cmd)}\n{err[-3000:]}")
   with open(os.path.join(output, "run.json")) as f:
     summary = json.load(f)
-  result = {"wall_s": round(wall, 2), "counts": summary["counts"],
+  result = {"wall_s": round(wall, 2), "counts": summary["counts"], **losses(summary),
             "command": " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c
                                 for c in cmd[1:])}
   if sampler:
     result["rss"] = sampler.peaks()
   return result
+
+
+def losses(summary: dict) -> dict:
+  """Pairs scored and chips lost (planned but in no scored pair) of a clean bench archive."""
+  m = summary.get("metrics", {})
+  return {"pairs_scored": summary["counts"]["pairs"],
+          "pairs_planned": m.get("progress/pairs_planned"),
+          "chips_lost": m.get("progress/chips_planned", 0) - summary["counts"]["chips"]}
 
 
 def _run_sweep_in_process(argv: list[str], output: str) -> dict:
@@ -246,7 +254,7 @@ def _run_sweep_in_process(argv: list[str], output: str) -> dict:
   with TreeSampler(os.getpid()) as sampler:
     summary = sweep_main.run(argv)
   return {"wall_s": round(time.perf_counter() - start, 2), "counts": summary["counts"],
-          "command": "in process: pipeline.main.run(" + " ".join(argv) + ")",
+          **losses(summary), "command": "in process: pipeline.main.run(" + " ".join(argv) + ")",
           "rss": sampler.peaks()}
 
 
