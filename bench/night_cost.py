@@ -85,7 +85,8 @@ def table(est: dict) -> str:
            f"{a['chips_per_night']:,.0f} chips of 256 px. Sweep throughput = bare model x "
            f"{a['sweep_over_bare_model']} (measured, `bench/overhead.py`). GPU rates are from "
            f"FLOPs at {GPU_UTILISATION:.0%} of fp32 peak, not measured (no GPU was lent for "
-           "TensorFlow here); no worker is credited more than {IO_CAP:.0f} chips/s of reads. Prices are assumed list prices; check yours.", "",
+           f"TensorFlow here); no worker is credited more than {IO_CAP:.0f} chips/s of reads. "
+           "Prices are assumed list prices; check yours.", "",
            "| model | worker | chips/s per worker | worker-hours a night | USD a night | "
            "USD per 50k chips |", "|---|---|---|---|---|---|"]
   for m in est["models"]:
