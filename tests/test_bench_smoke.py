@@ -36,3 +36,8 @@ def test_run_all_smoke_writes_every_section(tmp_path):
   assert results["scaling"]["s_per_pair"]
   assert results["model_cost"]["models"][-1]["profiler_flops_per_pair"] > 0
   print(f"bench smoke: {elapsed:.0f} s")
+
+
+def test_the_night_cost_table_in_the_bench_readme_is_generated_from_the_results():
+  code = subprocess.call([sys.executable, "bench/night_cost.py", "--check"], cwd=ROOT)
+  assert code == 0, "bench/README.md is stale: run python bench/night_cost.py"
