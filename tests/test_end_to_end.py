@@ -126,6 +126,18 @@ def test_manifest_and_one_file_per_band(tmp_path):
   assert by_manifest[0]["after_uri"].count(";") == 3
 
 
+@pytest.mark.parametrize("model", [CVA_MODEL, None], ids=["cva", "default-model"])
+def test_model_copies_score_every_pair(tmp_path, model):
+  # With model_copies Beam shares the model through a proxy (as on GPU workers).
+  args = ["--input", SAMPLE_ARCHIVE, "--output", str(tmp_path / "o"), "--model_copies", "1",
+          "--no_maps", "--run_id", "test"] + (["--model", model] if model else [])
+  summary = sweep_main.run(args)
+  expected = sum(len(os.listdir(os.path.join(SAMPLE_ARCHIVE, loc))) - 1
+                 for loc in os.listdir(SAMPLE_ARCHIVE))
+  assert summary["counts"]["pairs"] == expected > 0
+  assert summary["counts"]["dead_letters"] == 0
+
+
 def test_usage_errors_come_before_any_work(tmp_path, capsys):
   (tmp_path / "empty").mkdir()
   code = sweep_main.main(["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o"),
