@@ -118,15 +118,15 @@ class _ReadHeader(beam.DoFn):
       if masks.band and entry.band is None:
         mask_band = resolve_bands([masks.band], meta.descriptions)[0]
       stats = usability.file_stats(entry.uri, meta.nodata, mask_band, mask_uri, masks.values)
-    except (rasters.RasterError, BandError) as e:
+    except (rasters.RasterError, rasters.PixelReadError, BandError) as e:
       inc_counter(STAGE, "unreadable_files")
       yield beam.pvalue.TaggedOutput("dead", DeadLetter(entry.uri, "metadata", str(e),
                                                         entry.location))
       return
-    except Exception as e:  # a mask file that is missing or broken
+    except Exception as e:  # e.g. a mask layout naming a field this path lacks
       inc_counter(STAGE, "unreadable_files")
       yield beam.pvalue.TaggedOutput("dead", DeadLetter(
-          entry.uri, "metadata", f"mask {mask_uri}: {(str(e).splitlines() or [''])[0][:200]}",
+          entry.uri, "metadata", str(rasters.read_failure(entry.uri, "header", e)),
           entry.location))
       return
     inc_counter(STAGE, "captures_listed")

@@ -63,7 +63,7 @@ def file_stats(uri: str, nodata: float | None, mask_band: int | None = None,
     mask_band: 0-based band of this file that flags bad pixels.
     mask_uri: a sidecar mask file on the same grid.
   """
-  with rasters.open_raster(uri) as src:
+  with rasters.reading(uri, "pixels"), rasters.open_raster(uri) as src:
     scale = max(1, int(np.ceil(max(src.height, src.width) / STATS_SIDE)))
     shape = (max(1, src.height // scale), max(1, src.width // scale))
     data = src.read(out_shape=(src.count, *shape), resampling=Resampling.nearest,
@@ -76,7 +76,7 @@ def file_stats(uri: str, nodata: float | None, mask_band: int | None = None,
   if mask_band is not None:
     valid &= ~is_masked(data[mask_band], mask_values)
   if mask_uri is not None:
-    with rasters.open_raster(mask_uri) as m:
+    with rasters.reading(mask_uri, "mask"), rasters.open_raster(mask_uri) as m:
       if (m.height, m.width) != (src.height, src.width):
         raise rasters.RasterError(f"mask {mask_uri} is {m.height}x{m.width}, the capture "
                                   f"{src.height}x{src.width}")

@@ -102,3 +102,15 @@ def seasonal_series(root: str, location: str, start: str, days: int, every: int,
                         nodata=0, descriptions=("B02", "B03", "B04", "B08", "QA"))
     out.append({"date": date.isoformat(), "path": path, "cloud": cloud, "index": i})
   return out
+
+
+def corrupt_first_tile(path: str) -> str:
+  """Overwrites the first tile of band 1 of a tiled, compressed GeoTIFF: the header still
+  reads, the pixels do not."""
+  with rasterio.open(path) as src:
+    offset = int(src.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
+    size = int(src.get_tag_item("BLOCK_SIZE_0_0", "TIFF", bidx=1))
+  with open(path, "r+b") as f:
+    f.seek(offset)
+    f.write(b"\xff" * size)
+  return path

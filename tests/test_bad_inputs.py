@@ -153,3 +153,28 @@ def test_incompatible_model_directory_is_refused_before_work(tmp_path, capsys):
                           "--model", str(model)])
   assert code == 2 and "transform_fn is for 4 bands" in capsys.readouterr().err
   assert not (tmp_path / "o").exists()
+
+
+def test_a_file_whose_pixels_do_not_read_says_which_file_and_error(tmp_path):
+  from apache_beam.pvalue import TaggedOutput
+
+  from changesweep.pipeline.listing import CaptureFile, _ReadHeader
+  from changesweep.pipeline.usability import MaskSpec
+  from tests.rasters import corrupt_first_tile
+
+  path = str(tmp_path / "loc" / "2020-01-01.tif")
+  write_raster(path, scene(1, 64, 64), descriptions=NAMES)
+  import rasterio
+  with rasterio.open(path) as src:
+    profile, data = src.profile, src.read()
+  profile.update(tiled=True, blockxsize=32, blockysize=32, compress="deflate")
+  with rasterio.open(path, "w", **profile) as dst:
+    dst.write(data)
+  corrupt_first_tile(path)
+  [out] = _ReadHeader(None, MaskSpec()).process(
+      CaptureFile("loc", "2020-01-01T00:00:00", None, path, 1))
+  assert isinstance(out, TaggedOutput)
+  dead = out.value
+  assert dead.stage == "metadata"
+  assert dead.reason.startswith(f"reading pixels of {path} failed: RasterioIOError: ")
+  assert "TIFFReadEncodedTile" in dead.reason and "mask" not in dead.reason

@@ -2,10 +2,12 @@
 import datetime as dt
 import os
 import random
+import re
 
 import numpy as np
 import pytest
 import rasterio
+from apache_beam.pvalue import TaggedOutput
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rasterio.windows import Window
@@ -13,7 +15,8 @@ from rasterio.windows import Window
 from changesweep.pipeline import rasters
 from changesweep.pipeline.elements import DeadLetter, Pair
 from changesweep.pipeline.layout import Layout
-from changesweep.pipeline.listing import CaptureFile
+from changesweep.pipeline.listing import CaptureFile, _ReadHeader
+from changesweep.pipeline.usability import MaskSpec
 from changesweep.pipeline.pairing import FirstCapture, pair_series
 from changesweep.pipeline.rasters import FileMeta
 from tests.conftest import SAMPLE_ARCHIVE
@@ -106,18 +109,31 @@ def test_corrupted_real_files_fail_cleanly_or_read(small_tiff, tmp_path, how, se
       data[rng.randrange(min(len(data), 400))] = rng.randrange(256)
   path = tmp_path / f"c{seed}.tif"
   path.write_bytes(bytes(data))
-  try:
-    meta = rasters.read_meta(str(path))
-  except rasters.RasterError as e:
-    assert str(e)
+  # Listing: the file is listed, or dead-lettered at "metadata" with a reason that says what
+  # failed (never a bare "Read failed" or a mask that does not exist).
+  [listed] = _ReadHeader(None, MaskSpec()).process(
+      CaptureFile("loc", "2020-01-01T00:00:00", None, str(path), len(data)))
+  if isinstance(listed, TaggedOutput):
+    dead = listed.value
+    assert (dead.stage, dead.uri) == ("metadata", str(path))
+    assert re.match(HEADER_REASONS.format(path=re.escape(str(path))), dead.reason), dead.reason
     return
+  meta = listed.meta
   reader = rasters.WindowReader()
   try:
     bands = tuple(range(min(meta.count, 4)))
     pixels, valid = reader.read((str(path),), bands, Window(0, 0, min(meta.width, 32),
                                                             min(meta.height, 32)), meta.nodata)
     assert pixels.dtype == np.float32 and valid.shape == pixels.shape[:2]
-  except (rasterio.errors.RasterioIOError, OSError):
-    pass  # ReadChips retries these, then dead-letters the pair
+  except (rasters.PixelReadError, rasters.RasterError) as e:
+    # ReadChips retries the I/O errors, then dead-letters the pair with this reason
+    assert re.match(rf"reading band [1-4] of {re.escape(str(path))} failed: \w+: ", str(e)), e
   finally:
     reader.close()
+
+
+# What a corrupt file's listing dead letter may say: read_meta's reasons, or the pixel read
+# of the usability check naming file, error type and message.
+HEADER_REASONS = (r"(not a readable raster \(.+\)|bands have different data types .+"
+                  r"|data type \w+ is not supported .+|raster has no pixels"
+                  r"|reading pixels of {path} failed: \w+: .+)$")
