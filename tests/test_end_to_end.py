@@ -138,6 +138,18 @@ def test_model_copies_score_every_pair(tmp_path, model):
   assert summary["counts"]["dead_letters"] == 0
 
 
+def test_the_same_archive_in_two_folders_gives_the_same_pair_ids(tmp_path):
+  import shutil
+
+  ids = []
+  for where in ("one", "two/deeper"):
+    archive = shutil.copytree(SAMPLE_ARCHIVE, tmp_path / where / "archive")
+    sweep(tmp_path / where / "out", "--input", str(archive), "--no_maps")
+    ids.append(sorted(r["pair_id"] for r in read_jsonl_rows(str(tmp_path / where / "out"),
+                                                            "pairs")))
+  assert ids[0] == ids[1] and len(ids[0]) == 4
+
+
 def test_usage_errors_come_before_any_work(tmp_path, capsys):
   (tmp_path / "empty").mkdir()
   code = sweep_main.main(["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o"),
