@@ -60,7 +60,9 @@ def _resolve(base_dir: str, uri: str) -> str:
 def parse_manifest(name: str, text: str) -> Iterator[CaptureFile | DeadLetter]:
   """Rows of a CSV or JSONL manifest (`location, captured_at, uri[, band]`).
 
-  Relative uris are taken relative to the manifest's folder. A bad row becomes a dead letter.
+  Relative uris are taken relative to the manifest's folder. A bad row becomes a dead letter,
+  and so does a row that lists a file again (filed under the row, `name:line`, since the
+  file itself is accounted for by its first row).
   """
   base = name.rsplit("/", 1)[0] if "/" in name else "."
   if name.endswith((".jsonl", ".json", ".ndjson")):
@@ -73,6 +75,7 @@ def parse_manifest(name: str, text: str) -> Iterator[CaptureFile | DeadLetter]:
           rows.append((n, f"not valid JSON ({e})"))
   else:
     rows = [(n, r) for n, r in enumerate(csv.DictReader(io.StringIO(text)), start=2)]
+  first_row = {}
   for n, row in rows:
     inc_counter(STAGE, "files_matched")
     where = f"{name}:{n}"
@@ -89,9 +92,15 @@ def parse_manifest(name: str, text: str) -> Iterator[CaptureFile | DeadLetter]:
     except LayoutError as e:
       yield DeadLetter(row["uri"], STAGE, f"manifest row {where}: {e}", row["location"])
       continue
+    uri = _resolve(base, row["uri"])
+    if uri in first_row:
+      yield DeadLetter(where, STAGE, f"manifest row {where} lists {uri} again (first at row "
+                       f"{first_row[uri]}); ignored", str(row["location"]))
+      continue
+    first_row[uri] = n
     mask = row.get("mask") or None
     yield CaptureFile(str(row["location"]), captured_at, row.get("band") or None,
-                      _resolve(base, row["uri"]), -1,
+                      uri, -1,
                       mask_uri=_resolve(base, mask) if mask else None)
 
 

@@ -30,8 +30,9 @@ def assemble_captures(location: str, files: Iterable[CaptureFile]
                       ) -> tuple[list[SceneRef], list[DeadLetter]]:
   """Joins the files of each capture time into captures (one file, or one file per band).
 
-  Two single-file captures at the same time are a conflict: the first by uri is kept and the
-  others are dead-lettered, so reruns keep the same one.
+  Conflicts keep one and dead-letter the rest, the first by uri, so reruns keep the same one
+  and every file is accounted for: two single-file captures at the same time; two files of
+  the same band; band files and single files at the same time (the band files are kept).
   """
   by_time = collections.defaultdict(list)
   for f in files:
@@ -41,12 +42,18 @@ def assemble_captures(location: str, files: Iterable[CaptureFile]
     group.sort(key=lambda f: (f.band or "", f.uri))
     banded = [f for f in group if f.band is not None]
     if banded:
+      kept = {}
+      for f in banded:
+        if f.band in kept:
+          dead.append(DeadLetter(f.uri, STAGE, f"two files give band {f.band!r} of {location} "
+                                 f"at {captured_at}; kept {kept[f.band].uri}", location))
+        else:
+          kept[f.band] = f
+      banded = list(kept.values())
       names = [f.band for f in banded]
-      dupes = {n for n in names if names.count(n) > 1}
-      if dupes:
-        dead += [DeadLetter(f.uri, STAGE, f"two files give band {f.band!r} of {location} at "
-                            f"{captured_at}", location) for f in banded if f.band in dupes]
-        continue
+      dead += [DeadLetter(f.uri, STAGE, f"a single file and band files give {location} at "
+                          f"{captured_at}; kept the band files", location)
+               for f in group if f.band is None]
       first = banded[0].meta
       odd = [f for f in banded if (f.meta.height, f.meta.width, f.meta.crs, f.meta.transform)
              != (first.height, first.width, first.crs, first.transform) or f.meta.count != 1]

@@ -178,3 +178,24 @@ def test_a_file_whose_pixels_do_not_read_says_which_file_and_error(tmp_path):
   assert dead.stage == "metadata"
   assert dead.reason.startswith(f"reading pixels of {path} failed: RasterioIOError: ")
   assert "TIFFReadEncodedTile" in dead.reason and "mask" not in dead.reason
+
+
+def test_a_band_file_listed_twice_and_mixed_rows_lose_no_file(tmp_path):
+  rows = ["location,captured_at,uri,band"]
+  for date in ("20200101", "20200201"):
+    for b, name in enumerate(NAMES):
+      path = write_raster(str(tmp_path / "p" / f"{date}_{name}.tif"), scene(7, 40, 40)[b:b + 1])
+      rows.append(f"p,{date},{path},{name}")
+  rows.append(rows[-1])  # one band file listed twice
+  single = write_raster(str(tmp_path / "p" / "20200201.tif"), scene(7, 40, 40),
+                        descriptions=NAMES)
+  rows.append(f"p,20200201,{single},")  # a single-file capture at the band files' time
+  (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+  summary = sweep(tmp_path / "out", "--manifest", str(tmp_path / "m.csv"), "--no_maps")
+  acc = summary["accounting"]
+  assert acc["ok"] and acc["listed"] == 10, acc
+  assert summary["counts"]["pairs"] == 1
+  dead = read_jsonl_rows(str(tmp_path / "out"), "dead_letter")
+  assert sorted(d["reason"].split(";")[0].split(" (")[0] for d in dead) == sorted([
+      f"manifest row {tmp_path / 'm.csv'}:10 lists {tmp_path}/p/20200201_B08.tif again",
+      "a single file and band files give p at 2020-02-01T00:00:00"])

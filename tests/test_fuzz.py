@@ -61,6 +61,58 @@ def test_pairing_accounts_for_every_capture_once_and_pairs_in_time_order(files):
   assert len({p.pair_id for p in pairs}) == len(pairs)
 
 
+BAND_META = META._replace(count=1, descriptions=(None,))
+BAND_VARIANTS = {"ok": BAND_META, "wide": BAND_META._replace(width=9),
+                 "multi": BAND_META._replace(count=2, descriptions=(None, None))}
+
+
+@st.composite
+def banded_series(draw):
+  """Captures of one location as one file per band, single files, or both at the same time;
+  with bands given twice (by two files), missing bands and band files on other grids."""
+  files = []
+  for t in range(draw(st.integers(0, 8))):
+    at = (dt.datetime(2020, 1, 1) + dt.timedelta(days=draw(st.integers(0, 6)))).isoformat()
+    if draw(st.booleans()):
+      files.append(CaptureFile("loc", at, None, f"/a/loc/{t}.tif", 1,
+                               VARIANTS[draw(st.sampled_from(sorted(VARIANTS)))]))
+    if draw(st.booleans()):
+      bands = draw(st.lists(st.sampled_from(["B02", "B03", "B04", "B08"]), min_size=1,
+                            max_size=6))  # repeats: two files of one band
+      for i, band in enumerate(bands):
+        kind = draw(st.sampled_from(["ok", "ok", "ok", "wide", "multi"]))
+        files.append(CaptureFile("loc", at, band, f"/a/loc/{t}_{band}_{i}.tif", 1,
+                                 BAND_VARIANTS[kind]))
+  return draw(st.permutations(files))
+
+
+@settings(max_examples=300, deadline=None)
+@given(banded_series())
+def test_band_files_are_each_accounted_for_once(files):
+  out = list(pair_series("loc", files, ("B04", "B08")))
+  placed = [u for o in out if isinstance(o, (Pair, FirstCapture, DeadLetter))
+            for u in (o.after.uri if isinstance(o, Pair) else o.uri).split(";")]
+  assert sorted(placed) == sorted(f.uri for f in files)
+  for p in [o for o in out if isinstance(o, Pair)]:
+    assert p.before.captured_at < p.after.captured_at
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.sampled_from(["", "B02", "B04"]),
+                          st.integers(0, 4)), max_size=20))
+def test_manifest_rows_listing_a_file_again_are_each_accounted_for(rows):
+  from changesweep.pipeline.listing import parse_manifest
+
+  text = "location,captured_at,uri,band\n" + "".join(
+      f"loc,2020-01-0{d + 1},f{u}.tif,{b}\n" for d, b, u in rows)
+  out = list(parse_manifest("/m/manifest.csv", text))
+  assert len(out) == len(rows)  # one output per row: a file or a dead letter
+  files = [o.uri for o in out if isinstance(o, CaptureFile)]
+  assert sorted(files) == sorted({f"/m/f{u}.tif" for _, _, u in rows})
+  assert all(d.uri.startswith("/m/manifest.csv:") and "again" in d.reason
+             for d in out if isinstance(d, DeadLetter))
+
+
 names = st.text(st.characters(whitelist_categories=("L", "N"), whitelist_characters="-_."),
                 min_size=1, max_size=12).filter(lambda s: s not in (".", ".."))
 
