@@ -32,6 +32,7 @@ class CaptureFile(NamedTuple):
   mask_uri: str | None = None
   stats: usability.FileStats | None = None
   mask_band: int | None = None
+  is_mask: bool = False  # a band file named as `--mask_band`: the capture's mask, not a band
 
 
 def relative_to(root: str, path: str) -> str:
@@ -124,9 +125,13 @@ class _ReadHeader(beam.DoFn):
       if masks.layout and self.root and entry.fields:
         mask_uri = usability.sidecar_uri(self.root, masks.layout, dict(entry.fields))
       mask_band = None
+      is_mask = usability.is_mask_file(entry.band, masks)
       if masks.band and entry.band is None:
         mask_band = resolve_bands([masks.band], meta.descriptions)[0]
-      stats = usability.file_stats(entry.uri, meta.nodata, mask_band, mask_uri, masks.values)
+      if is_mask:  # its usable share is the share of pixels it does not flag
+        stats = usability.file_stats(entry.uri, None, 0, None, masks.values, mask_only=True)
+      else:
+        stats = usability.file_stats(entry.uri, meta.nodata, mask_band, mask_uri, masks.values)
     except (rasters.RasterError, rasters.PixelReadError, BandError) as e:
       inc_counter(STAGE, "unreadable_files")
       yield beam.pvalue.TaggedOutput("dead", DeadLetter(entry.uri, "metadata", str(e),
@@ -139,7 +144,8 @@ class _ReadHeader(beam.DoFn):
           entry.location))
       return
     inc_counter(STAGE, "captures_listed")
-    yield entry._replace(meta=meta, mask_uri=mask_uri, stats=stats, mask_band=mask_band)
+    yield entry._replace(meta=meta, mask_uri=mask_uri, stats=stats, mask_band=mask_band,
+                         is_mask=is_mask)
 
 
 class ListCaptures(beam.PTransform):

@@ -62,10 +62,14 @@ def assemble_captures(location: str, files: Iterable[CaptureFile]
         dead.append(DeadLetter(uri, STAGE, "band files of one capture must be single-band "
                                "rasters on the same grid", location))
         continue
+      # The `--mask_band` file (e.g. SCL) stays among the files, so it is accounted for with
+      # its capture, and masks the capture's pixels; it is no band the model can ask for.
+      mask_file = next((f.uri for f in banded if f.is_mask), None)
       scenes.append(SceneRef(location, captured_at, tuple(f.uri for f in banded), tuple(names),
                              first.height, first.width, first.dtype, first.crs, first.transform,
                              first.nodata, sum(max(f.size_bytes, 0) for f in banded),
-                             **_stats_fields(banded)))
+                             **{**_stats_fields(banded),
+                                **({"mask_uri": mask_file} if mask_file else {})}))
       continue
     keep, *others = group
     dead += [DeadLetter(f.uri, STAGE, f"same location and capture time as {keep.uri} "

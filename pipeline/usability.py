@@ -52,8 +52,14 @@ def sidecar_uri(root: str, mask_layout: str, fields: dict[str, str]) -> str:
   return f"{root.rstrip('/')}/{rel}"
 
 
+def is_mask_file(band: str | None, masks: MaskSpec) -> bool:
+  """Whether a band file (one file per band) is the capture's `--mask_band`, e.g. SCL."""
+  return bool(band and masks.band and band.casefold() == masks.band.casefold())
+
+
 def file_stats(uri: str, nodata: float | None, mask_band: int | None = None,
-               mask_uri: str | None = None, mask_values: tuple[int, ...] = ()) -> FileStats:
+               mask_uri: str | None = None, mask_values: tuple[int, ...] = (),
+               mask_only: bool = False) -> FileStats:
   """Statistics of a file's valid pixels on a decimated grid.
 
   A pixel is valid where every band but the mask band is (a QA band's zeros may share the
@@ -62,6 +68,7 @@ def file_stats(uri: str, nodata: float | None, mask_band: int | None = None,
   Args:
     mask_band: 0-based band of this file that flags bad pixels.
     mask_uri: a sidecar mask file on the same grid.
+    mask_only: the file is a mask (the mask band's own file): valid is what it does not flag.
   """
   with rasters.reading(uri, "pixels"), rasters.open_raster(uri) as src:
     scale = max(1, int(np.ceil(max(src.height, src.width) / STATS_SIDE)))
@@ -70,7 +77,8 @@ def file_stats(uri: str, nodata: float | None, mask_band: int | None = None,
                     out_dtype="float64")
     masks = src.read_masks(out_shape=(src.count, *shape), resampling=Resampling.nearest)
   bands = [b for b in range(data.shape[0]) if b != mask_band] or [0]
-  valid = (masks[bands] > 0).all(axis=0) & np.isfinite(data[bands]).all(axis=0)
+  valid = np.ones(shape, bool) if mask_only else (
+      (masks[bands] > 0).all(axis=0) & np.isfinite(data[bands]).all(axis=0))
   if nodata is not None:
     valid &= (data[bands] != nodata).all(axis=0)
   if mask_band is not None:
