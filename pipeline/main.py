@@ -12,7 +12,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from changesweep.model.format import ModelDirError, read_model_info
-from changesweep.pipeline import accounting, dataflow, metrics, sinks
+from changesweep.pipeline import accounting, dataflow, failures, metrics, sinks
 from changesweep.pipeline.layout import Layout
 from changesweep.pipeline.options import SweepOptions
 from changesweep.pipeline.usability import MaskSpec
@@ -128,6 +128,7 @@ def summarize_run(cfg: SweepConfig, counters: dict, top: int = 5) -> dict:
   dead = sinks.read_jsonl_rows(cfg.output, "dead_letter")
   firsts = sinks.read_jsonl_rows(cfg.output, "first_captures")
   ranked = sorted(pairs, key=lambda r: -(r["change_score"] or 0))
+  groups = failures.by_reason(dead)
   return {
       "run_id": cfg.run_id, "output": cfg.output, "archive": cfg.input or cfg.manifest,
       "model": {"id": cfg.model.model_id, "version": cfg.model.version,
@@ -140,6 +141,8 @@ def summarize_run(cfg: SweepConfig, counters: dict, top: int = 5) -> dict:
                                          "change_score", "changed_fraction", "change_map_uri")}
                       for r in ranked[:top]],
       "accounting": accounting.account(cfg.output, counters.get("listing/files_matched", 0)),
+      "failures_by_reason": groups,
+      "failure": failures.run_failure(len(pairs), groups),
       "metrics": counters,
   }
 
@@ -147,6 +150,13 @@ def summarize_run(cfg: SweepConfig, counters: dict, top: int = 5) -> dict:
 def print_summary(summary: dict, stream=sys.stdout) -> None:
   c = summary["counts"]
   print(f"\nchangesweep: run {summary['run_id']} -> {summary['output']}", file=stream)
+  groups = summary.get("failures_by_reason") or []
+  if groups:
+    print("  dead letters by reason:", file=stream)
+    for g in groups[:10]:
+      print(f"    {failures.format_reason(g)}", file=stream)
+    if len(groups) > 10:
+      print(f"    ... and {len(groups) - 10} more reasons in run.json", file=stream)
   print(f"  model {summary['model']['id']} v{summary['model']['version']} on bands "
         f"{','.join(summary['model']['bands'])}, {summary['statistics']} statistics", file=stream)
   print(f"  {c['locations']} locations, {c['pairs']} pairs scored ({c['chips']} chips), "
@@ -210,4 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # the rows are written; a report failure must not hide that
       print(f"changesweep sweep: warning: report not written ({type(e).__name__}: {e}); "
             f"write it with: changesweep report {summary['output']}", file=sys.stderr)
+  if summary["failure"]:
+    # the dead letters are written; a nightly job must still go red
+    print(f"changesweep sweep: error: {summary['failure']}", file=sys.stderr)
+    return 1
   return 0

@@ -111,6 +111,13 @@ def test_good_pairs_are_scored_and_masked_pixels_never_change(bad_run):
                     "nan", "single"}
 
 
+def test_many_causes_are_summarised_by_reason_and_do_not_fail_the_run(bad_run):
+  _, summary, _, _ = bad_run
+  groups = summary["failures_by_reason"]
+  assert sum(g["count"] for g in groups) == summary["counts"]["dead_letters"]
+  assert len(groups) > 5 and summary["failure"] is None
+
+
 def test_every_listed_file_is_accounted_for_exactly_once(bad_run):
   out, summary, listed, _ = bad_run
   acc = summary["accounting"]

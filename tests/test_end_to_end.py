@@ -150,6 +150,29 @@ def test_the_same_archive_in_two_folders_gives_the_same_pair_ids(tmp_path):
   assert ids[0] == ids[1] and len(ids[0]) == 4
 
 
+def test_a_run_where_every_pair_fails_the_same_way_exits_non_zero(tmp_path, monkeypatch,
+                                                                   capsys):
+  from changesweep.pipeline import scoring
+
+  def out_of_memory(self, before, after):
+    raise RuntimeError(f"OOM when allocating tensor with shape {list(before.shape)}")
+
+  monkeypatch.setattr(scoring.ChangeModel, "score", out_of_memory)
+  out = tmp_path / "o"
+  code = sweep_main.main(["--input", SAMPLE_ARCHIVE, "--output", str(out), "--model", CVA_MODEL,
+                          "--no_maps", "--no_report"])
+  assert code == 1
+  err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+  assert len(err) == 1 and err[0].startswith(
+      "changesweep sweep: error: 4 of 4 captures failed for one reason: pair with <path>: "
+      "inference failed: RuntimeError: OOM when allocating tensor with shape [N, N, N, N] "
+      "(N chip(s) failed) (chips; e.g. pair with ")
+  assert len(read_jsonl_rows(str(out), "dead_letter")) == 4
+  with open(out / "run.json") as f:
+    run = json.load(f)
+  assert [(g["count"], g["stage"]) for g in run["failures_by_reason"]] == [(4, "chips")]
+
+
 def test_usage_errors_come_before_any_work(tmp_path, capsys):
   (tmp_path / "empty").mkdir()
   code = sweep_main.main(["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o"),
