@@ -140,7 +140,8 @@ def summarize_run(cfg: SweepConfig, counters: dict, top: int = 5) -> dict:
       "top_changes": [{k: r[k] for k in ("location", "before_captured_at", "after_captured_at",
                                          "change_score", "changed_fraction", "change_map_uri")}
                       for r in ranked[:top]],
-      "accounting": accounting.account(cfg.output, counters.get("listing/files_matched", 0)),
+      "accounting": accounting.account(cfg.output, counters.get("listing/files_matched", 0),
+                                       counters.get("incremental/files_skipped", 0)),
       "failures_by_reason": groups,
       "failure": failures.run_failure(len(pairs), groups),
       "metrics": counters,
@@ -164,7 +165,8 @@ def print_summary(summary: dict, stream=sys.stdout) -> None:
   acc = summary["accounting"]
   if acc["ok"]:
     print(f"  all {acc['listed']} listed files accounted for: {acc['in_pairs']} in pairs, "
-          f"{acc['first_captures']} first captures, {acc['dead_letters']} dead letters",
+          f"{acc['first_captures']} first captures, {acc['dead_letters']} dead letters"
+          f"{', %d reported on earlier nights' % acc['skipped'] if acc.get('skipped') else ''}",
           file=stream)
   else:
     print(f"  WARNING: {acc['accounted']} of {acc['listed']} listed files accounted for"

@@ -252,8 +252,8 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
   if cfg.bigquery_table:
     _ = out["pairs"] | "WriteBigQuery[pairs]" >> WriteRowsToBigQuery(cfg.bigquery_table)
   if cfg.state:
-    _ = (out["pairs"], out["first_captures"]) | "WriteState" >> incremental.WriteState(
-        cfg.state, state, run_id)
+    _ = ((out["pairs"], out["first_captures"], out["dead_letter"])
+         | "WriteState" >> incremental.WriteState(cfg.state, state, run_id))
   return out
 
 
