@@ -104,7 +104,7 @@ def check_model_compatible(info) -> None:
     raise ModelDirError(
         f"{info.path}: transform_fn is for {bands} bands and {size}px chips, but metadata.json "
         f"says {len(info.bands)} bands and {info.chip_size}px")
-  if not os.path.isfile(os.path.join(info.saved_model_dir, "saved_model.pb")):
+  if not FileSystems.exists(FileSystems.join(info.saved_model_dir, "saved_model.pb")):
     raise ModelDirError(f"{info.path}: saved_model/ has no saved_model.pb")
 
 
