@@ -102,6 +102,8 @@ def read_meta(uri: str) -> FileMeta:
                       tuple(src.descriptions))
   except rasterio.errors.RasterioIOError as e:
     raise RasterError(f"not a readable raster ({str(e).splitlines()[0][:200]})") from None
+  except (UnicodeDecodeError, ValueError, OverflowError) as e:  # a corrupt header's fields
+    raise RasterError(f"not a readable raster ({type(e).__name__}: {_first_line(e)})") from None
   if len(dtypes) > 1:
     raise RasterError(f"bands have different data types {sorted(dtypes)}")
   if meta.dtype not in SUPPORTED_DTYPES:
