@@ -90,9 +90,14 @@ def validate_metadata(meta: Any, where: str = "metadata.json") -> None:
 def read_model_info(path: str) -> ModelInfo:
   """Reads and validates a model directory's metadata without loading TensorFlow graphs.
 
+  A remote `path` (gs://...) is read through Beam's FileSystems; TensorFlow and tf.Transform
+  read the SavedModel and the statistics from there themselves.
+
   Raises:
     ModelDirError: the directory or one of its parts is missing, or the metadata is invalid.
   """
+  if "://" in path:
+    return _read_remote_model_info(path)
   if not os.path.isdir(path):
     raise ModelDirError(f"model directory {path!r} does not exist")
   meta_path = os.path.join(path, METADATA_FILE)
@@ -106,6 +111,30 @@ def read_model_info(path: str) -> ModelInfo:
   validate_metadata(meta, meta_path)
   for part in (SAVED_MODEL_DIR, TRANSFORM_DIR):
     if not os.path.isdir(os.path.join(path, part)):
+      raise ModelDirError(f"{path!r} is incomplete: no {part}/ directory")
+  return ModelInfo(path=path, model_id=meta["model_id"], version=meta["version"],
+                   kind=meta["kind"], bands=tuple(meta["bands"]), chip_size=meta["chip_size"],
+                   threshold=float(meta["threshold"]), raw=meta)
+
+
+def _read_remote_model_info(path: str) -> ModelInfo:
+  """`read_model_info` for a bucket: object stores have no folders, only names under them."""
+  from apache_beam.io.filesystem import CompressionTypes
+  from apache_beam.io.filesystems import FileSystems
+
+  path = path.rstrip("/")
+  meta_path = f"{path}/{METADATA_FILE}"
+  try:
+    with FileSystems.open(meta_path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+      meta = json.loads(f.read().decode())
+  except json.JSONDecodeError as e:
+    raise ModelDirError(f"{meta_path}: not valid JSON ({e})") from None
+  except Exception as e:  # Beam raises BeamIOError/OSError for a missing object or bucket
+    raise ModelDirError(f"{path!r} is not a changesweep model: cannot read {METADATA_FILE} "
+                        f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})") from None
+  validate_metadata(meta, meta_path)
+  for part in (SAVED_MODEL_DIR, TRANSFORM_DIR):
+    if not FileSystems.match([f"{path}/{part}/**"], limits=[1])[0].metadata_list:
       raise ModelDirError(f"{path!r} is incomplete: no {part}/ directory")
   return ModelInfo(path=path, model_id=meta["model_id"], version=meta["version"],
                    kind=meta["kind"], bands=tuple(meta["bands"]), chip_size=meta["chip_size"],

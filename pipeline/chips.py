@@ -29,9 +29,11 @@ def plan_chips(pair: Pair, chip_size: int, overlap: int) -> list[tuple[Pair, til
 
 def window_bytes(pair: Pair, chip: tiling.Chip) -> int:
   """Bytes of raster data a chip reads from storage (both captures, uncompressed)."""
-  itemsize = {"uint8": 1, "int16": 2, "uint16": 2}.get
-  return chip.height * chip.width * (len(pair.before_bands) * (itemsize(pair.before.dtype) or 4)
-                                     + len(pair.after_bands) * (itemsize(pair.after.dtype) or 4))
+  def itemsize(dtype: str) -> int:
+    return np.dtype(dtype).itemsize
+
+  return chip.height * chip.width * (len(pair.before_bands) * itemsize(pair.before.dtype)
+                                     + len(pair.after_bands) * itemsize(pair.after.dtype))
 
 
 def read_chip(reader: WindowReader, pair: Pair, chip: tiling.Chip, chip_size: int,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import re
 from typing import NamedTuple
 
@@ -99,10 +100,20 @@ class DeadLetter(NamedTuple):
     return self._asdict()
 
 
+def file_names(scene: SceneRef) -> str:
+  """The names of a capture's files without their folders (';'-joined)."""
+  return ";".join(posixpath.basename(u) for u in scene.uris)
+
+
 def make_pair_id(before: SceneRef, after: SceneRef) -> str:
-  """A stable id from the location, both times and both uris."""
-  text = "\x1f".join([after.location, before.captured_at, after.captured_at, before.uri,
-                      after.uri])
+  """A stable id from the location, both capture times and both captures' file names.
+
+  Never from where the archive sits: the same archive swept from another folder, a mirror or
+  a re-mounted bucket, or listed by a manifest instead of a layout, keeps its pair ids. (A
+  location has one capture per time, so folders add nothing that identifies the pair.)
+  """
+  text = "\x1f".join([after.location, before.captured_at, after.captured_at,
+                      file_names(before), file_names(after)])
   return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 

@@ -2,15 +2,17 @@
 
 The state is a JSONL file (local or gs://), one line per location::
 
-  {"location": "dubai", "last_captured_at": "2018-03-30T00:00:00", "run_id": "sweep-..."}
+  {"location": "dubai", "last_captured_at": "2018-03-30T00:00:00", "retry": [], "run_id": "..."}
 
 `last_captured_at` is the latest capture of the location that a sweep has accounted for: the
 `after` of a pair that was scored, or the location's first capture. Tonight's sweep still lists
 and pairs the whole series, so a new capture pairs with its previous capture even when that one
-came before the last run; then a pair is kept only if its `after` is newer than the state
-(`--force` keeps them all) and, with `--since DATE`, on or after DATE. The state is rewritten at
-the end of the run from the pairs that were scored, so a pair that failed is tried again next
-night.
+came before the last run; then a pair is kept only if its `after` is newer than the state, or
+its id is in `retry` (`--force` keeps them all) and, with `--since DATE`, on or after DATE.
+`retry` holds the pairs that failed (dead letters with a pair id, after pairing) and were not
+scored since: a failed pair is tried again every night until it is scored, even when a later
+pair of the location was. Pairs left out tonight are counted (`incremental/files_skipped`) so
+the accounting of listed files holds on incremental runs too.
 """
 from __future__ import annotations
 
@@ -36,13 +38,15 @@ class LocationState(NamedTuple):
     location: the location id.
     last_captured_at: ISO 8601 capture time.
     run_id: the run that advanced it.
+    retry: ids of the location's pairs that failed and are to be tried again.
   """
   location: str
   last_captured_at: str
   run_id: str = ""
+  retry: tuple[str, ...] = ()
 
   def to_json(self) -> str:
-    return json.dumps(self._asdict(), sort_keys=True)
+    return json.dumps({**self._asdict(), "retry": sorted(self.retry)}, sort_keys=True)
 
 
 def parse_since(text: str | None) -> str | None:
@@ -73,7 +77,8 @@ def parse_state(text: str, where: str = "state") -> list[LocationState]:
     try:
       row = json.loads(line)
       out.append(LocationState(str(row["location"]), _iso(row["last_captured_at"]),
-                               str(row.get("run_id") or "")))
+                               str(row.get("run_id") or ""),
+                               tuple(str(r) for r in row.get("retry") or ())))
     except (ValueError, KeyError, TypeError) as e:
       raise ValueError(f"{where}:{n}: not a state record ({e}): {line[:200]!r}") from None
   return out
@@ -96,13 +101,16 @@ def is_new(captured_at: str, last: str | None, since: str | None = None,
 
 
 def select_new(location: str, pairs: Iterable[Pair], firsts: Iterable[FirstCapture],
-               last: str | None, since: str | None = None, force: bool = False
-               ) -> tuple[list[Pair], list[FirstCapture]]:
+               last: str | None, since: str | None = None, force: bool = False,
+               retry: Iterable[str] = ()) -> tuple[list[Pair], list[FirstCapture]]:
   """The pairs and first captures of one location that tonight's sweep reports (pure).
 
-  A first capture is reported once: when the location is not in the state yet.
+  A pair is reported when its after capture is new, or when it failed before (`retry`). A
+  first capture is reported once: when the location is not in the state yet.
   """
-  new_pairs = [p for p in pairs if is_new(p.after.captured_at, last, since, force)]
+  retry = set(retry)
+  new_pairs = [p for p in pairs if is_new(p.after.captured_at, last, since, force)
+               or (p.pair_id in retry and is_new(p.after.captured_at, None, since))]
   new_firsts = [f for f in firsts if (force or last is None)
                 and (not since or f.captured_at[:10] >= since)]
   return new_pairs, new_firsts
@@ -111,6 +119,37 @@ def select_new(location: str, pairs: Iterable[Pair], firsts: Iterable[FirstCaptu
 def advance(states: Iterable[LocationState]) -> LocationState:
   """The latest of a location's states (old state and tonight's scored captures)."""
   return max(states, key=lambda s: (_time(s.last_captured_at), s.run_id))
+
+
+def next_state(location: str, old: Iterable[LocationState], scored: Iterable[dict],
+               firsts: Iterable[dict], dead: Iterable[dict], run_id: str
+               ) -> LocationState | None:
+  """A location's state after tonight (pure): the latest capture accounted for, and the pairs
+  to retry: those that failed before or tonight, less those scored tonight.
+
+  Args:
+    old: the location's previous state records.
+    scored, firsts, dead: tonight's pair rows, first-capture rows and dead-letter rows.
+
+  Returns:
+    The new state, or None when nothing gives the location a last capture yet (then the next
+    night treats it as new and tries all its pairs anyway).
+  """
+  scored, old = list(scored), list(old)
+  states = old + [LocationState(location, _iso(r["after_captured_at"]), run_id) for r in scored]
+  states += [LocationState(location, _iso(r["captured_at"]), run_id) for r in firsts]
+  if not states:
+    return None
+  failed = {r["pair_id"] for r in dead if r.get("pair_id") and r.get("stage") != "pairing"}
+  retry = ({p for s in old for p in s.retry} | failed) - {r["pair_id"] for r in scored}
+  return advance(states)._replace(retry=tuple(sorted(retry)))
+
+
+def skipped_files(pairs: Iterable[Pair], firsts: Iterable[FirstCapture]) -> int:
+  """Listed files in the pairs and first captures left out tonight: the accounting counts
+  them as accounted for by an earlier night."""
+  return (sum(len(p.after.uris) for p in pairs)
+          + sum(len([u for u in f.uri.split(";") if u]) for f in firsts))
 
 
 class ReadState(beam.PTransform):
@@ -129,7 +168,7 @@ class ReadState(beam.PTransform):
             | "ReadMatches" >> fileio.ReadMatches(compression=CompressionTypes.UNCOMPRESSED)
             | "ParseState" >> beam.FlatMap(
                 lambda f: parse_state(f.read_utf8(), f.metadata.path))
-            | "KeyByLocation" >> beam.Map(lambda s: (s.location, s.last_captured_at)))
+            | "KeyByLocation" >> beam.Map(lambda s: (s.location, s)))
 
 
 class SelectNewPairs(beam.PTransform):
@@ -141,7 +180,7 @@ class SelectNewPairs(beam.PTransform):
 
   def __init__(self, state, since: str | None = None, force: bool = False):
     super().__init__()
-    self.state = state  # PCollection of (location, last_captured_at), or None
+    self.state = state  # PCollection of (location, LocationState), or None
     self.since = parse_since(since)
     self.force = force
 
@@ -155,12 +194,17 @@ class SelectNewPairs(beam.PTransform):
 
     def select(location, joined):
       states = list(joined.get("state", ()))
-      last = max(states, key=_time) if states else None
-      all_pairs = list(joined["pairs"])
-      new_pairs, new_firsts = select_new(location, all_pairs, joined["firsts"], last, since,
-                                         force)
+      last = advance(states).last_captured_at if states else None
+      retry = [p for s in states for p in s.retry]
+      all_pairs, all_firsts = list(joined["pairs"]), list(joined["firsts"])
+      new_pairs, new_firsts = select_new(location, all_pairs, all_firsts, last, since,
+                                         force, retry)
       inc_counter(STAGE, "pairs_new", len(new_pairs))
       inc_counter(STAGE, "pairs_skipped", len(all_pairs) - len(new_pairs))
+      kept = {p.pair_id for p in new_pairs}
+      inc_counter(STAGE, "files_skipped", skipped_files(
+          [p for p in all_pairs if p.pair_id not in kept],
+          [f for f in all_firsts if f not in new_firsts]))
       for p in new_pairs:
         yield p
       for f in new_firsts:
@@ -173,7 +217,7 @@ class SelectNewPairs(beam.PTransform):
 
 
 class WriteState(beam.PTransform):
-  """Old state + tonight's pair rows and first-capture rows -> the new state file.
+  """Old state + tonight's pair, first-capture and dead-letter rows -> the new state file.
 
   Written as one JSONL file at the state path (replaced whole; the old state is carried over
   through the join, so locations not seen tonight keep theirs).
@@ -186,19 +230,22 @@ class WriteState(beam.PTransform):
     self.run_id = run_id
 
   def expand(self, pcolls):
-    pair_rows, first_rows = pcolls
+    pair_rows, first_rows, dead_rows = pcolls
     run_id = self.run_id
-    old = self.old_state | "OldState" >> beam.MapTuple(
-        lambda loc, at: (loc, LocationState(loc, at, "")))
-    scored = pair_rows | "ScoredCaptures" >> beam.Map(
-        lambda r: (r["location"], LocationState(r["location"], _iso(r["after_captured_at"]),
-                                                run_id)))
-    firsts = first_rows | "FirstCaptures" >> beam.Map(
-        lambda r: (r["location"], LocationState(r["location"], _iso(r["captured_at"]), run_id)))
-    return ((old, scored, firsts)
-            | "Flatten" >> beam.Flatten()
-            | "Latest" >> beam.CombinePerKey(advance)
-            | "ToJson" >> beam.Map(lambda kv: kv[1].to_json())
+
+    def by_location(rows, name):
+      return rows | f"Key{name}" >> beam.Map(lambda r: (r["location"], r))
+
+    failed = (dead_rows
+              | "PairFailures" >> beam.Filter(lambda r: bool(r.get("pair_id") and r.get("location")))
+              | "KeyFailures" >> beam.Map(lambda r: (r["location"], r)))
+    joined = ({"old": self.old_state, "scored": by_location(pair_rows, "Scored"),
+               "firsts": by_location(first_rows, "Firsts"), "dead": failed}
+              | "JoinByLocation" >> beam.CoGroupByKey())
+    return (joined
+            | "NextState" >> beam.FlatMapTuple(lambda loc, j: [s for s in [next_state(
+                loc, j["old"], j["scored"], j["firsts"], j["dead"], run_id)] if s])
+            | "ToJson" >> beam.Map(lambda s: s.to_json())
             | "Write" >> beam.io.WriteToText(self.path, shard_name_template="",
                                              num_shards=1))
 

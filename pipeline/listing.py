@@ -32,6 +32,7 @@ class CaptureFile(NamedTuple):
   mask_uri: str | None = None
   stats: usability.FileStats | None = None
   mask_band: int | None = None
+  is_mask: bool = False  # a band file named as `--mask_band`: the capture's mask, not a band
 
 
 def relative_to(root: str, path: str) -> str:
@@ -60,7 +61,9 @@ def _resolve(base_dir: str, uri: str) -> str:
 def parse_manifest(name: str, text: str) -> Iterator[CaptureFile | DeadLetter]:
   """Rows of a CSV or JSONL manifest (`location, captured_at, uri[, band]`).
 
-  Relative uris are taken relative to the manifest's folder. A bad row becomes a dead letter.
+  Relative uris are taken relative to the manifest's folder. A bad row becomes a dead letter,
+  and so does a row that lists a file again (filed under the row, `name:line`, since the
+  file itself is accounted for by its first row).
   """
   base = name.rsplit("/", 1)[0] if "/" in name else "."
   if name.endswith((".jsonl", ".json", ".ndjson")):
@@ -73,6 +76,7 @@ def parse_manifest(name: str, text: str) -> Iterator[CaptureFile | DeadLetter]:
           rows.append((n, f"not valid JSON ({e})"))
   else:
     rows = [(n, r) for n, r in enumerate(csv.DictReader(io.StringIO(text)), start=2)]
+  first_row = {}
   for n, row in rows:
     inc_counter(STAGE, "files_matched")
     where = f"{name}:{n}"
@@ -89,9 +93,15 @@ def parse_manifest(name: str, text: str) -> Iterator[CaptureFile | DeadLetter]:
     except LayoutError as e:
       yield DeadLetter(row["uri"], STAGE, f"manifest row {where}: {e}", row["location"])
       continue
+    uri = _resolve(base, row["uri"])
+    if uri in first_row:
+      yield DeadLetter(where, STAGE, f"manifest row {where} lists {uri} again (first at row "
+                       f"{first_row[uri]}); ignored", str(row["location"]))
+      continue
+    first_row[uri] = n
     mask = row.get("mask") or None
     yield CaptureFile(str(row["location"]), captured_at, row.get("band") or None,
-                      _resolve(base, row["uri"]), -1,
+                      uri, -1,
                       mask_uri=_resolve(base, mask) if mask else None)
 
 
@@ -115,22 +125,27 @@ class _ReadHeader(beam.DoFn):
       if masks.layout and self.root and entry.fields:
         mask_uri = usability.sidecar_uri(self.root, masks.layout, dict(entry.fields))
       mask_band = None
+      is_mask = usability.is_mask_file(entry.band, masks)
       if masks.band and entry.band is None:
         mask_band = resolve_bands([masks.band], meta.descriptions)[0]
-      stats = usability.file_stats(entry.uri, meta.nodata, mask_band, mask_uri, masks.values)
-    except (rasters.RasterError, BandError) as e:
+      if is_mask:  # its usable share is the share of pixels it does not flag
+        stats = usability.file_stats(entry.uri, None, 0, None, masks.values, mask_only=True)
+      else:
+        stats = usability.file_stats(entry.uri, meta.nodata, mask_band, mask_uri, masks.values)
+    except (rasters.RasterError, rasters.PixelReadError, BandError) as e:
       inc_counter(STAGE, "unreadable_files")
       yield beam.pvalue.TaggedOutput("dead", DeadLetter(entry.uri, "metadata", str(e),
                                                         entry.location))
       return
-    except Exception as e:  # a mask file that is missing or broken
+    except Exception as e:  # e.g. a mask layout naming a field this path lacks
       inc_counter(STAGE, "unreadable_files")
       yield beam.pvalue.TaggedOutput("dead", DeadLetter(
-          entry.uri, "metadata", f"mask {mask_uri}: {(str(e).splitlines() or [''])[0][:200]}",
+          entry.uri, "metadata", str(rasters.read_failure(entry.uri, "header", e)),
           entry.location))
       return
     inc_counter(STAGE, "captures_listed")
-    yield entry._replace(meta=meta, mask_uri=mask_uri, stats=stats, mask_band=mask_band)
+    yield entry._replace(meta=meta, mask_uri=mask_uri, stats=stats, mask_band=mask_band,
+                         is_mask=is_mask)
 
 
 class ListCaptures(beam.PTransform):

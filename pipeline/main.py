@@ -13,7 +13,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from changesweep.model.format import ModelDirError, read_model_info
-from changesweep.pipeline import accounting, dataflow, metrics, sinks
+from changesweep.pipeline import accounting, dataflow, failures, metrics, sinks
 from changesweep.pipeline.layout import Layout
 from changesweep.pipeline.options import SweepOptions
 from changesweep.pipeline.usability import MaskSpec
@@ -125,7 +125,7 @@ def check_model_compatible(info) -> None:
     raise ModelDirError(
         f"{info.path}: transform_fn is for {bands} bands and {size}px chips, but metadata.json "
         f"says {len(info.bands)} bands and {info.chip_size}px")
-  if not os.path.isfile(os.path.join(info.saved_model_dir, "saved_model.pb")):
+  if not FileSystems.exists(FileSystems.join(info.saved_model_dir, "saved_model.pb")):
     raise ModelDirError(f"{info.path}: saved_model/ has no saved_model.pb")
 
 
@@ -149,6 +149,7 @@ def summarize_run(cfg: SweepConfig, counters: dict, top: int = 5) -> dict:
   dead = sinks.read_jsonl_rows(cfg.output, "dead_letter")
   firsts = sinks.read_jsonl_rows(cfg.output, "first_captures")
   ranked = sorted(pairs, key=lambda r: -(r["change_score"] or 0))
+  groups = failures.by_reason(dead)
   return {
       "run_id": cfg.run_id, "output": cfg.output, "archive": cfg.input or cfg.manifest,
       "model": {"id": cfg.model.model_id, "version": cfg.model.version,
@@ -160,7 +161,10 @@ def summarize_run(cfg: SweepConfig, counters: dict, top: int = 5) -> dict:
       "top_changes": [{k: r[k] for k in ("location", "before_captured_at", "after_captured_at",
                                          "change_score", "changed_fraction", "change_map_uri")}
                       for r in ranked[:top]],
-      "accounting": accounting.account(cfg.output, counters.get("listing/files_matched", 0)),
+      "accounting": accounting.account(cfg.output, counters.get("listing/files_matched", 0),
+                                       counters.get("incremental/files_skipped", 0)),
+      "failures_by_reason": groups,
+      "failure": failures.run_failure(len(pairs), groups),
       "metrics": counters,
   }
 
@@ -188,6 +192,13 @@ def summarize_dry_run(cfg: SweepConfig, counters: dict) -> dict:
 def print_summary(summary: dict, stream=sys.stdout) -> None:
   c = summary["counts"]
   print(f"\nchangesweep: run {summary['run_id']} -> {summary['output']}", file=stream)
+  groups = summary.get("failures_by_reason") or []
+  if groups:
+    print("  dead letters by reason:", file=stream)
+    for g in groups[:10]:
+      print(f"    {failures.format_reason(g)}", file=stream)
+    if len(groups) > 10:
+      print(f"    ... and {len(groups) - 10} more reasons in run.json", file=stream)
   print(f"  model {summary['model']['id']} v{summary['model']['version']} on bands "
         f"{','.join(summary['model']['bands'])}, {summary['statistics']} statistics", file=stream)
   print(f"  {c['locations']} locations, {c['pairs']} pairs scored ({c['chips']} chips), "
@@ -195,7 +206,8 @@ def print_summary(summary: dict, stream=sys.stdout) -> None:
   acc = summary["accounting"]
   if acc["ok"]:
     print(f"  all {acc['listed']} listed files accounted for: {acc['in_pairs']} in pairs, "
-          f"{acc['first_captures']} first captures, {acc['dead_letters']} dead letters",
+          f"{acc['first_captures']} first captures, {acc['dead_letters']} dead letters"
+          f"{', %d reported on earlier nights' % acc['skipped'] if acc.get('skipped') else ''}",
           file=stream)
   else:
     print(f"  WARNING: {acc['accounted']} of {acc['listed']} listed files accounted for"
@@ -272,4 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # the rows are written; a report failure must not hide that
       print(f"changesweep sweep: warning: report not written ({type(e).__name__}: {e}); "
             f"write it with: changesweep report {summary['output']}", file=sys.stderr)
+  if summary["failure"]:
+    # the dead letters are written; a nightly job must still go red
+    print(f"changesweep sweep: error: {summary['failure']}", file=sys.stderr)
+    return 1
   return 0

@@ -20,8 +20,9 @@ def assemble_captures(location: str, files: Iterable[CaptureFile]
                       ) -> tuple[list[SceneRef], list[DeadLetter]]:
   """Joins the files of each capture time into captures (one file, or one file per band).
 
-  Two single-file captures at the same time are a conflict: the first by uri is kept and the
-  others are dead-lettered, so reruns keep the same one.
+  Conflicts keep one and dead-letter the rest, the first by uri, so reruns keep the same one
+  and every file is accounted for: two single-file captures at the same time; two files of
+  the same band; band files and single files at the same time (the band files are kept).
   """
   by_time = collections.defaultdict(list)
   for f in files:
@@ -31,12 +32,18 @@ def assemble_captures(location: str, files: Iterable[CaptureFile]
     group.sort(key=lambda f: (f.band or "", f.uri))
     banded = [f for f in group if f.band is not None]
     if banded:
+      kept = {}
+      for f in banded:
+        if f.band in kept:
+          dead.append(DeadLetter(f.uri, STAGE, f"two files give band {f.band!r} of {location} "
+                                 f"at {captured_at}; kept {kept[f.band].uri}", location))
+        else:
+          kept[f.band] = f
+      banded = list(kept.values())
       names = [f.band for f in banded]
-      dupes = {n for n in names if names.count(n) > 1}
-      if dupes:
-        dead += [DeadLetter(f.uri, STAGE, f"two files give band {f.band!r} of {location} at "
-                            f"{captured_at}", location) for f in banded if f.band in dupes]
-        continue
+      dead += [DeadLetter(f.uri, STAGE, f"a single file and band files give {location} at "
+                          f"{captured_at}; kept the band files", location)
+               for f in group if f.band is None]
       first = banded[0].meta
       odd = [f for f in banded if (f.meta.height, f.meta.width, f.meta.crs, f.meta.transform)
              != (first.height, first.width, first.crs, first.transform) or f.meta.count != 1]
@@ -45,10 +52,14 @@ def assemble_captures(location: str, files: Iterable[CaptureFile]
         dead.append(DeadLetter(uri, STAGE, "band files of one capture must be single-band "
                                "rasters on the same grid", location))
         continue
+      # The `--mask_band` file (e.g. SCL) stays among the files, so it is accounted for with
+      # its capture, and masks the capture's pixels; it is no band the model can ask for.
+      mask_file = next((f.uri for f in banded if f.is_mask), None)
       scenes.append(SceneRef(location, captured_at, tuple(f.uri for f in banded), tuple(names),
                              first.height, first.width, first.dtype, first.crs, first.transform,
                              first.nodata, sum(max(f.size_bytes, 0) for f in banded),
-                             **_stats_fields(banded)))
+                             **{**_stats_fields(banded),
+                                **({"mask_uri": mask_file} if mask_file else {})}))
       continue
     keep, *others = group
     dead += [DeadLetter(f.uri, STAGE, f"same location and capture time as {keep.uri} "

@@ -54,6 +54,41 @@ class RasterError(ValueError):
   """A file is not a raster the sweep can read."""
 
 
+class PixelReadError(OSError):
+  """An I/O error while reading a file's pixels; the message names the file, band and error.
+
+  An OSError still, so that readers which retry transient I/O errors keep doing so.
+  """
+
+
+def read_failure(uri: str, what: str, error: Exception) -> Exception:
+  """The error to raise when reading `what` ("band 3", "mask") of `uri` failed with `error`.
+
+  I/O errors stay OSErrors (`PixelReadError`), anything else becomes a `RasterError`; either
+  way the message says what failed: file, part, error type and its first line.
+  """
+  if isinstance(error, (RasterError, PixelReadError)):
+    return error
+  text = f"reading {what} of {uri} failed: {type(error).__name__}: {_first_line(error)}"
+  cause = error.__cause__ or error.__context__  # GDAL's own message ("Read failed. See ...")
+  if cause is not None and _first_line(cause):
+    text += f" ({_first_line(cause)})"
+  return PixelReadError(text) if isinstance(error, OSError) else RasterError(text)
+
+
+def _first_line(error: BaseException) -> str:
+  return (str(error).splitlines() or [""])[0][:200]
+
+
+@contextlib.contextmanager
+def reading(uri: str, what: str):
+  """Turns any error raised inside into `read_failure(uri, what, error)`."""
+  try:
+    yield
+  except Exception as e:  # rasterio, GDAL and codec errors alike
+    raise read_failure(uri, what, e) from e
+
+
 def read_meta(uri: str) -> FileMeta:
   """Reads a raster's header (no pixels).
 
@@ -69,6 +104,8 @@ def read_meta(uri: str) -> FileMeta:
                       tuple(src.descriptions))
   except rasterio.errors.RasterioIOError as e:
     raise RasterError(f"not a readable raster ({str(e).splitlines()[0][:200]})") from None
+  except (UnicodeDecodeError, ValueError, OverflowError) as e:  # a corrupt header's fields
+    raise RasterError(f"not a readable raster ({type(e).__name__}: {_first_line(e)})") from None
   if len(dtypes) > 1:
     raise RasterError(f"bands have different data types {sorted(dtypes)}")
   if meta.dtype not in SUPPORTED_DTYPES:
@@ -113,16 +150,20 @@ class WindowReader:
     planes, valid = [], None
     for band in bands:
       uri, index = (uris[band], 1) if len(uris) > 1 else (uris[0], band + 1)
-      src = self._get(uri)
-      data = src.read(index, window=window, out_dtype="float32")
-      mask = band_valid(data, src.read_masks(index, window=window), nodata)
+      with reading(uri, f"band {index}"):
+        src = self._get(uri)
+        data = src.read(index, window=window, out_dtype="float32")
+        mask = band_valid(data, src.read_masks(index, window=window), nodata)
       valid = mask if valid is None else valid & mask
       planes.append(data)
     if mask_band is not None:
-      flags = self._get(uris[0]).read(mask_band + 1, window=window)
+      with reading(uris[0], f"mask band {mask_band + 1}"):
+        flags = self._get(uris[0]).read(mask_band + 1, window=window)
       valid &= ~is_masked(flags, mask_values)
     if mask_uri is not None:
-      valid &= ~is_masked(self._get(mask_uri).read(1, window=window), mask_values)
+      with reading(mask_uri, "mask"):
+        flags = self._get(mask_uri).read(1, window=window)
+      valid &= ~is_masked(flags, mask_values)
     return np.stack(planes, axis=-1), valid
 
   def close(self) -> None:

@@ -38,26 +38,44 @@ class SavedModelHandler(TFModelHandlerNumpy):
       from changesweep.pipeline import dataflow
 
       dataflow.require_gpu("RunInference")
-    return tf.saved_model.load(self._model_uri)
+    return ChangeModel(tf.saved_model.load(self._model_uri))
 
   def get_resource_hints(self) -> dict:
     return {"accelerator": self._accelerator} if self._accelerator else {}
 
 
+class ChangeModel:
+  """A loaded SavedModel behind one public method that takes and returns numpy arrays.
+
+  With `model_copies` or `large_model` Beam serves the model from another process through a
+  proxy that forwards public method calls only (no attributes such as `.signatures`), and
+  pickles their arguments and results: hence a method, and numpy in and out.
+  """
+
+  def __init__(self, saved_model):
+    self._fn = saved_model.signatures[NORMALIZED_SIGNATURE]
+
+  def score(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """`[N, S, S, C]` normalised before/after chips -> `[N, S, S]` change probabilities."""
+    import tensorflow as tf
+
+    return self._fn(before=tf.constant(before), after=tf.constant(after))[OUTPUT_KEY].numpy()
+
+
 def infer_chips(model, batch, inference_args=None, model_id=None):
   """Runs the `normalized` signature on `[S, S, 2C+1]` chips (before, after, valid).
+
+  Args:
+    model: a `ChangeModel`, or Beam's proxy of one when the model is shared across processes.
 
   Returns:
     One PredictionResult per chip whose inference is `[S, S, 2]` (probability, validity); the
     example itself is dropped so pixels are not carried further than needed.
   """
-  import tensorflow as tf
-
   x = np.stack(batch)
   bands = (x.shape[-1] - 1) // 2
-  fn = model.signatures[NORMALIZED_SIGNATURE]
-  prob = fn(before=tf.constant(x[..., :bands]),
-            after=tf.constant(x[..., bands:2 * bands]))[OUTPUT_KEY].numpy()
+  prob = np.asarray(model.score(np.ascontiguousarray(x[..., :bands]),
+                                np.ascontiguousarray(x[..., bands:2 * bands])))
   valid = x[..., -1]
   out = np.stack([np.clip(prob, 0.0, 1.0) * valid, valid], axis=-1)
   return [PredictionResult(None, o, model_id) for o in out]

@@ -198,8 +198,8 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
     _ = rows.regions | "WriteBigQuery[regions]" >> WriteRowsToBigQuery(
         f"{cfg.bigquery_table}_regions", schemas.REGIONS)
   if cfg.state:
-    _ = (out["pairs"], out["first_captures"]) | "WriteState" >> incremental.WriteState(
-        cfg.state, state, run_id)
+    _ = ((out["pairs"], out["first_captures"], out["dead_letter"])
+         | "WriteState" >> incremental.WriteState(cfg.state, state, run_id))
   return out
 
 

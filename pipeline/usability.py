@@ -48,8 +48,14 @@ def sidecar_uri(root: str, mask_layout: str, fields: dict[str, str]) -> str:
   return f"{root.rstrip('/')}/{rel}"
 
 
+def is_mask_file(band: str | None, masks: MaskSpec) -> bool:
+  """Whether a band file (one file per band) is the capture's `--mask_band`, e.g. SCL."""
+  return bool(band and masks.band and band.casefold() == masks.band.casefold())
+
+
 def file_stats(uri: str, nodata: float | None, mask_band: int | None = None,
-               mask_uri: str | None = None, mask_values: tuple[int, ...] = ()) -> FileStats:
+               mask_uri: str | None = None, mask_values: tuple[int, ...] = (),
+               mask_only: bool = False) -> FileStats:
   """Statistics of a file's valid pixels on a decimated grid.
 
   A pixel is valid where every band but the mask band is (a QA band's zeros may share the
@@ -58,19 +64,21 @@ def file_stats(uri: str, nodata: float | None, mask_band: int | None = None,
   Args:
     mask_band: 0-based band of this file that flags bad pixels.
     mask_uri: a sidecar mask file on the same grid.
+    mask_only: the file is a mask (the mask band's own file): valid is what it does not flag.
   """
-  with rasters.open_raster(uri) as src:
+  with rasters.reading(uri, "pixels"), rasters.open_raster(uri) as src:
     scale = max(1, int(np.ceil(max(src.height, src.width) / STATS_SIDE)))
     shape = (max(1, src.height // scale), max(1, src.width // scale))
     data = src.read(out_shape=(src.count, *shape), resampling=Resampling.nearest,
                     out_dtype="float64")
     masks = src.read_masks(out_shape=(src.count, *shape), resampling=Resampling.nearest)
   bands = [b for b in range(data.shape[0]) if b != mask_band] or [0]
-  valid = band_valid(data[bands], masks[bands], nodata).all(axis=0)
+  valid = np.ones(shape, bool) if mask_only else band_valid(
+      data[bands], masks[bands], nodata).all(axis=0)
   if mask_band is not None:
     valid &= ~is_masked(data[mask_band], mask_values)
   if mask_uri is not None:
-    with rasters.open_raster(mask_uri) as m:
+    with rasters.reading(mask_uri, "mask"), rasters.open_raster(mask_uri) as m:
       if (m.height, m.width) != (src.height, src.width):
         raise rasters.RasterError(f"mask {mask_uri} is {m.height}x{m.width}, the capture "
                                   f"{src.height}x{src.width}")

@@ -119,3 +119,15 @@ def write_change_map(path, pair, prob, valid):
     dst.set_band_description(1, "change_probability")
     dst.update_tags(pair_id=pair.pair_id, before=pair.before.uri, after=pair.after.uri)
   return encode_tile(prob, valid)
+
+
+def corrupt_first_tile(path: str) -> str:
+  """Overwrites the first tile of band 1 of a tiled, compressed GeoTIFF: the header still
+  reads, the pixels do not."""
+  with rasterio.open(path) as src:
+    offset = int(src.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
+    size = int(src.get_tag_item("BLOCK_SIZE_0_0", "TIFF", bidx=1))
+  with open(path, "r+b") as f:
+    f.seek(offset)
+    f.write(b"\xff" * size)
+  return path

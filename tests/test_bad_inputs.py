@@ -111,6 +111,13 @@ def test_good_pairs_are_scored_and_masked_pixels_never_change(bad_run):
                     "nan", "single"}
 
 
+def test_many_causes_are_summarised_by_reason_and_do_not_fail_the_run(bad_run):
+  _, summary, _, _ = bad_run
+  groups = summary["failures_by_reason"]
+  assert sum(g["count"] for g in groups) == summary["counts"]["dead_letters"]
+  assert len(groups) > 5 and summary["failure"] is None
+
+
 def test_every_listed_file_is_accounted_for_exactly_once(bad_run):
   out, summary, listed, _ = bad_run
   acc = summary["accounting"]
@@ -153,3 +160,49 @@ def test_incompatible_model_directory_is_refused_before_work(tmp_path, capsys):
                           "--model", str(model)])
   assert code == 2 and "transform_fn is for 4 bands" in capsys.readouterr().err
   assert not (tmp_path / "o").exists()
+
+
+def test_a_file_whose_pixels_do_not_read_says_which_file_and_error(tmp_path):
+  from apache_beam.pvalue import TaggedOutput
+
+  from changesweep.pipeline.listing import CaptureFile, _ReadHeader
+  from changesweep.pipeline.usability import MaskSpec
+  from tests.rasters import corrupt_first_tile
+
+  path = str(tmp_path / "loc" / "2020-01-01.tif")
+  write_raster(path, scene(1, 64, 64), descriptions=NAMES)
+  import rasterio
+  with rasterio.open(path) as src:
+    profile, data = src.profile, src.read()
+  profile.update(tiled=True, blockxsize=32, blockysize=32, compress="deflate")
+  with rasterio.open(path, "w", **profile) as dst:
+    dst.write(data)
+  corrupt_first_tile(path)
+  [out] = _ReadHeader(None, MaskSpec()).process(
+      CaptureFile("loc", "2020-01-01T00:00:00", None, path, 1))
+  assert isinstance(out, TaggedOutput)
+  dead = out.value
+  assert dead.stage == "metadata"
+  assert dead.reason.startswith(f"reading pixels of {path} failed: RasterioIOError: ")
+  assert "TIFFReadEncodedTile" in dead.reason and "mask" not in dead.reason
+
+
+def test_a_band_file_listed_twice_and_mixed_rows_lose_no_file(tmp_path):
+  rows = ["location,captured_at,uri,band"]
+  for date in ("20200101", "20200201"):
+    for b, name in enumerate(NAMES):
+      path = write_raster(str(tmp_path / "p" / f"{date}_{name}.tif"), scene(7, 40, 40)[b:b + 1])
+      rows.append(f"p,{date},{path},{name}")
+  rows.append(rows[-1])  # one band file listed twice
+  single = write_raster(str(tmp_path / "p" / "20200201.tif"), scene(7, 40, 40),
+                        descriptions=NAMES)
+  rows.append(f"p,20200201,{single},")  # a single-file capture at the band files' time
+  (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+  summary = sweep(tmp_path / "out", "--manifest", str(tmp_path / "m.csv"), "--no_maps")
+  acc = summary["accounting"]
+  assert acc["ok"] and acc["listed"] == 10, acc
+  assert summary["counts"]["pairs"] == 1
+  dead = read_jsonl_rows(str(tmp_path / "out"), "dead_letter")
+  assert sorted(d["reason"].split(";")[0].split(" (")[0] for d in dead) == sorted([
+      f"manifest row {tmp_path / 'm.csv'}:10 lists {tmp_path}/p/20200201_B08.tif again",
+      "a single file and band files give p at 2020-02-01T00:00:00"])

@@ -126,6 +126,53 @@ def test_manifest_and_one_file_per_band(tmp_path):
   assert by_manifest[0]["after_uri"].count(";") == 3
 
 
+@pytest.mark.parametrize("model", [CVA_MODEL, None], ids=["cva", "default-model"])
+def test_model_copies_score_every_pair(tmp_path, model):
+  # With model_copies Beam shares the model through a proxy (as on GPU workers).
+  args = ["--input", SAMPLE_ARCHIVE, "--output", str(tmp_path / "o"), "--model_copies", "1",
+          "--no_maps", "--run_id", "test"] + (["--model", model] if model else [])
+  summary = sweep_main.run(args)
+  expected = sum(len(os.listdir(os.path.join(SAMPLE_ARCHIVE, loc))) - 1
+                 for loc in os.listdir(SAMPLE_ARCHIVE))
+  assert summary["counts"]["pairs"] == expected > 0
+  assert summary["counts"]["dead_letters"] == 0
+
+
+def test_the_same_archive_in_two_folders_gives_the_same_pair_ids(tmp_path):
+  import shutil
+
+  ids = []
+  for where in ("one", "two/deeper"):
+    archive = shutil.copytree(SAMPLE_ARCHIVE, tmp_path / where / "archive")
+    sweep(tmp_path / where / "out", "--input", str(archive), "--no_maps")
+    ids.append(sorted(r["pair_id"] for r in read_jsonl_rows(str(tmp_path / where / "out"),
+                                                            "pairs")))
+  assert ids[0] == ids[1] and len(ids[0]) == 4
+
+
+def test_a_run_where_every_pair_fails_the_same_way_exits_non_zero(tmp_path, monkeypatch,
+                                                                   capsys):
+  from changesweep.pipeline import scoring
+
+  def out_of_memory(self, before, after):
+    raise RuntimeError(f"OOM when allocating tensor with shape {list(before.shape)}")
+
+  monkeypatch.setattr(scoring.ChangeModel, "score", out_of_memory)
+  out = tmp_path / "o"
+  code = sweep_main.main(["--input", SAMPLE_ARCHIVE, "--output", str(out), "--model", CVA_MODEL,
+                          "--no_maps", "--no_report"])
+  assert code == 1
+  err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+  assert len(err) == 1 and err[0].startswith(
+      "changesweep sweep: error: 4 of 4 captures failed for one reason: pair with <path>: "
+      "inference failed: RuntimeError: OOM when allocating tensor with shape [N, N, N, N] "
+      "(N chip(s) failed) (chips; e.g. pair with ")
+  assert len(read_jsonl_rows(str(out), "dead_letter")) == 4
+  with open(out / "run.json") as f:
+    run = json.load(f)
+  assert [(g["count"], g["stage"]) for g in run["failures_by_reason"]] == [(4, "chips")]
+
+
 def test_usage_errors_come_before_any_work(tmp_path, capsys):
   (tmp_path / "empty").mkdir()
   code = sweep_main.main(["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o"),

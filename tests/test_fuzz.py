@@ -2,10 +2,12 @@
 import datetime as dt
 import os
 import random
+import re
 
 import numpy as np
 import pytest
 import rasterio
+from apache_beam.pvalue import TaggedOutput
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rasterio.windows import Window
@@ -13,9 +15,10 @@ from rasterio.windows import Window
 from changesweep.pipeline import rasters
 from changesweep.pipeline.elements import DeadLetter, Pair
 from changesweep.pipeline.layout import Layout
-from changesweep.pipeline.listing import CaptureFile
 from changesweep.pipeline.elements import FirstCapture
+from changesweep.pipeline.listing import CaptureFile, _ReadHeader
 from changesweep.pipeline.pairing import pair_series
+from changesweep.pipeline.usability import MaskSpec
 from changesweep.pipeline.rasters import FileMeta
 from tests.conftest import SAMPLE_ARCHIVE
 
@@ -57,6 +60,58 @@ def test_pairing_accounts_for_every_capture_once_and_pairs_in_time_order(files):
   for a, b in zip(chain, chain[1:]):
     assert a.after.captured_at <= b.before.captured_at
   assert len({p.pair_id for p in pairs}) == len(pairs)
+
+
+BAND_META = META._replace(count=1, descriptions=(None,))
+BAND_VARIANTS = {"ok": BAND_META, "wide": BAND_META._replace(width=9),
+                 "multi": BAND_META._replace(count=2, descriptions=(None, None))}
+
+
+@st.composite
+def banded_series(draw):
+  """Captures of one location as one file per band, single files, or both at the same time;
+  with bands given twice (by two files), missing bands and band files on other grids."""
+  files = []
+  for t in range(draw(st.integers(0, 8))):
+    at = (dt.datetime(2020, 1, 1) + dt.timedelta(days=draw(st.integers(0, 6)))).isoformat()
+    if draw(st.booleans()):
+      files.append(CaptureFile("loc", at, None, f"/a/loc/{t}.tif", 1,
+                               VARIANTS[draw(st.sampled_from(sorted(VARIANTS)))]))
+    if draw(st.booleans()):
+      bands = draw(st.lists(st.sampled_from(["B02", "B03", "B04", "B08"]), min_size=1,
+                            max_size=6))  # repeats: two files of one band
+      for i, band in enumerate(bands):
+        kind = draw(st.sampled_from(["ok", "ok", "ok", "wide", "multi"]))
+        files.append(CaptureFile("loc", at, band, f"/a/loc/{t}_{band}_{i}.tif", 1,
+                                 BAND_VARIANTS[kind]))
+  return draw(st.permutations(files))
+
+
+@settings(max_examples=300, deadline=None)
+@given(banded_series())
+def test_band_files_are_each_accounted_for_once(files):
+  out = list(pair_series("loc", files, ("B04", "B08")))
+  placed = [u for o in out if isinstance(o, (Pair, FirstCapture, DeadLetter))
+            for u in (o.after.uri if isinstance(o, Pair) else o.uri).split(";")]
+  assert sorted(placed) == sorted(f.uri for f in files)
+  for p in [o for o in out if isinstance(o, Pair)]:
+    assert p.before.captured_at < p.after.captured_at
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.sampled_from(["", "B02", "B04"]),
+                          st.integers(0, 4)), max_size=20))
+def test_manifest_rows_listing_a_file_again_are_each_accounted_for(rows):
+  from changesweep.pipeline.listing import parse_manifest
+
+  text = "location,captured_at,uri,band\n" + "".join(
+      f"loc,2020-01-0{d + 1},f{u}.tif,{b}\n" for d, b, u in rows)
+  out = list(parse_manifest("/m/manifest.csv", text))
+  assert len(out) == len(rows)  # one output per row: a file or a dead letter
+  files = [o.uri for o in out if isinstance(o, CaptureFile)]
+  assert sorted(files) == sorted({f"/m/f{u}.tif" for _, _, u in rows})
+  assert all(d.uri.startswith("/m/manifest.csv:") and "again" in d.reason
+             for d in out if isinstance(d, DeadLetter))
 
 
 names = st.text(st.characters(whitelist_categories=("L", "N"), whitelist_characters="-_."),
@@ -107,18 +162,31 @@ def test_corrupted_real_files_fail_cleanly_or_read(small_tiff, tmp_path, how, se
       data[rng.randrange(min(len(data), 400))] = rng.randrange(256)
   path = tmp_path / f"c{seed}.tif"
   path.write_bytes(bytes(data))
-  try:
-    meta = rasters.read_meta(str(path))
-  except rasters.RasterError as e:
-    assert str(e)
+  # Listing: the file is listed, or dead-lettered at "metadata" with a reason that says what
+  # failed (never a bare "Read failed" or a mask that does not exist).
+  [listed] = _ReadHeader(None, MaskSpec()).process(
+      CaptureFile("loc", "2020-01-01T00:00:00", None, str(path), len(data)))
+  if isinstance(listed, TaggedOutput):
+    dead = listed.value
+    assert (dead.stage, dead.uri) == ("metadata", str(path))
+    assert re.match(HEADER_REASONS.format(path=re.escape(str(path))), dead.reason), dead.reason
     return
+  meta = listed.meta
   reader = rasters.WindowReader()
   try:
     bands = tuple(range(min(meta.count, 4)))
     pixels, valid = reader.read((str(path),), bands, Window(0, 0, min(meta.width, 32),
                                                             min(meta.height, 32)), meta.nodata)
     assert pixels.dtype == np.float32 and valid.shape == pixels.shape[:2]
-  except (rasterio.errors.RasterioIOError, OSError):
-    pass  # ReadChips retries these, then dead-letters the pair
+  except (rasters.PixelReadError, rasters.RasterError) as e:
+    # ReadChips retries the I/O errors, then dead-letters the pair with this reason
+    assert re.match(rf"reading band [1-4] of {re.escape(str(path))} failed: \w+: ", str(e)), e
   finally:
     reader.close()
+
+
+# What a corrupt file's listing dead letter may say: read_meta's reasons, or the pixel read
+# of the usability check naming file, error type and message.
+HEADER_REASONS = (r"(not a readable raster \(.+\)|bands have different data types .+"
+                  r"|data type \w+ is not supported .+|raster has no pixels"
+                  r"|reading pixels of {path} failed: \w+: .+)$")

@@ -89,20 +89,20 @@ def nights(tmp_path_factory):
     dates = sorted(d for night in ARRIVALS.values() for d in night.get(loc, []))
     write_series(str(source), loc, dates, h=40, w=48, seed=seed, change_at=len(dates) // 2)
   state = root / "state" / "locations.jsonl"
-  per_night, firsts = [], []
+  per_night, firsts, accounting = [], [], []
   for night, arrived in sorted(ARRIVALS.items()):
     for loc, dates in arrived.items():
       os.makedirs(archive / loc, exist_ok=True)
       for d in dates:
         shutil.copy(source / loc / f"{d}.tif", archive / loc / f"{d}.tif")
     out = root / f"night{night}"
-    _sweep(archive, out, "--state", str(state))
+    accounting.append(_sweep(archive, out, "--state", str(state))["accounting"])
     per_night.append(_pairs(out))
     firsts.append(sorted(r["location"] for r in read_jsonl_rows(str(out), "first_captures")))
   full = root / "full"
   _sweep(archive, full)
   return {"root": root, "archive": archive, "state": state, "per_night": per_night,
-          "firsts": firsts, "full": sorted(_pairs(full))}
+          "firsts": firsts, "full": sorted(_pairs(full)), "accounting": accounting}
 
 
 def test_three_nights_give_the_pairs_of_one_full_run_none_twice(nights):
@@ -113,6 +113,13 @@ def test_three_nights_give_the_pairs_of_one_full_run_none_twice(nights):
   # night 2 pairs oslo's new capture with the one scored on night 1
   assert ("oslo", "2020-01-11", "2020-01-21") in nights["per_night"][1]
   assert nights["firsts"] == [["oslo", "rio"], [], ["lima"]]
+
+
+def test_every_night_accounts_for_every_listed_file(nights):
+  # night 3: 9 files listed, 3 in tonight's pairs, 1 first capture (lima), 5 reported before
+  assert [a["ok"] for a in nights["accounting"]] == [True] * 3, nights["accounting"]
+  assert [(a["listed"], a["skipped"]) for a in nights["accounting"]] == [(3, 0), (5, 3),
+                                                                          (9, 5)]
 
 
 def test_state_holds_the_last_capture_of_every_location(nights):
@@ -129,3 +136,58 @@ def test_a_fourth_night_without_arrivals_scores_nothing_and_force_since_rescores
   _sweep(nights["archive"], forced, "--state", str(nights["state"]), "--force",
          "--since", "2020-02-01")
   assert sorted(_pairs(forced)) == sorted(p for p in nights["full"] if p[2] >= "2020-02-01")
+
+
+def row(pair_id, after="2020-03-01T00:00:00"):
+  return {"pair_id": pair_id, "location": "a", "after_captured_at": after}
+
+
+def test_next_state_keeps_failed_pairs_to_retry_until_scored():
+  old = [incremental.LocationState("a", "2020-02-01T00:00:00", "r1", ("p1",))]
+  dead = [{"pair_id": "p2", "location": "a", "stage": "chips"},
+          {"pair_id": "px", "location": "a", "stage": "pairing"},  # re-paired every night
+          {"pair_id": None, "location": "a", "stage": "usability"}]
+  state = incremental.next_state("a", old, [row("p3")], [], dead, "r2")
+  assert state == incremental.LocationState("a", "2020-03-01T00:00:00", "r2", ("p1", "p2"))
+  state = incremental.next_state("a", [state], [row("p1", "2020-01-01T00:00:00")], [], [], "r3")
+  assert state.retry == ("p2",) and state.last_captured_at == "2020-03-01T00:00:00"
+  assert incremental.parse_state(state.to_json()) == [state]
+  assert incremental.next_state("a", [], [], [], dead, "r") is None
+
+
+def test_select_new_retries_a_failed_pair_behind_the_last_scored_one():
+  pairs = [pair("a", "2020-01-01T00:00:00", "2020-02-01T00:00:00"),
+           pair("a", "2020-02-01T00:00:00", "2020-03-01T00:00:00")]
+  new, _ = incremental.select_new("a", pairs, [], "2020-03-01T00:00:00",
+                                  retry=[pairs[0].pair_id])
+  assert new == pairs[:1]
+  assert incremental.select_new("a", pairs, [], "2020-03-01T00:00:00", since="2020-02-15",
+                                retry=[pairs[0].pair_id]) == ([], [])
+
+
+def test_a_failed_pair_is_retried_the_next_night_and_accounting_holds(tmp_path, monkeypatch):
+  from changesweep.pipeline import chips
+
+  archive, state = tmp_path / "archive", tmp_path / "state.jsonl"
+  write_series(str(archive), "a", ["2020-01-01", "2020-02-01", "2020-03-01"], h=40, w=48)
+  read_chip = chips.read_chip
+
+  def flaky(reader, pair, *args, **kwargs):  # night 1: the pair into February fails
+    if pair.after.captured_at.startswith("2020-02-01"):
+      raise ValueError("storage unavailable")
+    return read_chip(reader, pair, *args, **kwargs)
+
+  monkeypatch.setattr(chips, "read_chip", flaky)
+  night1 = _sweep(archive, tmp_path / "night1", "--state", str(state))
+  monkeypatch.setattr(chips, "read_chip", read_chip)
+  assert _pairs(tmp_path / "night1") == [("a", "2020-02-01", "2020-03-01")]
+  assert night1["counts"]["dead_letters"] == 1 and night1["accounting"]["ok"]
+  night2 = _sweep(archive, tmp_path / "night2", "--state", str(state))
+  assert _pairs(tmp_path / "night2") == [("a", "2020-01-01", "2020-02-01")]
+  assert night2["counts"]["dead_letters"] == 0
+  assert night2["accounting"]["ok"] and night2["accounting"]["skipped"] == 2
+  night3 = _sweep(archive, tmp_path / "night3", "--state", str(state))
+  assert _pairs(tmp_path / "night3") == []
+  assert night3["accounting"]["ok"] and night3["accounting"]["skipped"] == 3
+  [line] = state.read_text().splitlines()
+  assert incremental.parse_state(line)[0].retry == ()

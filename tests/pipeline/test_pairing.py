@@ -97,3 +97,36 @@ def test_every_capture_is_accounted_for_exactly_once():
   pairs, firsts, dead = split(pair_series("loc", files, BANDS))
   accounted = [f.uri for f in firsts] + [p.after.uri for p in pairs] + [d.uri for d in dead]
   assert sorted(accounted) == sorted(f.uri for f in files)
+
+
+@pytest.mark.parametrize("template", ["{location}/{date}.tif", "{location}/{date}_{band}.tif"])
+def test_pair_ids_do_not_depend_on_where_the_archive_sits(template):
+  from changesweep.pipeline.layout import Layout
+  from changesweep.pipeline.listing import entry_from_path
+
+  layout = Layout.parse(template)
+  meta = META._replace(count=1, descriptions=(None,)) if "{band}" in template else META
+
+  def ids(root):
+    files = []
+    for date in ("2020-01-01", "2020-02-01", "2020-03-01"):
+      for band in (("B02", "B03", "B04") if "{band}" in template else ("",)):
+        rel = template.replace("{location}", "loc").replace("{date}", date).replace(
+            "{band}", band)
+        files.append(entry_from_path(root, layout, f"{root}/{rel}", 1)._replace(meta=meta))
+    return [p.pair_id for p in split(pair_series("loc", files, BANDS))[0]]
+
+  here, there = ids("/mnt/a/archive"), ids("gs://mirror/elsewhere/archive")
+  assert len(here) == 2 and here == there
+
+
+def test_manifest_pair_ids_follow_the_manifest_uris_not_its_folder():
+  from changesweep.pipeline.listing import parse_manifest
+
+  text = "location,captured_at,uri\nloc,2020-01-01,a.tif\nloc,2020-02-01,b.tif\n"
+
+  def ids(folder):
+    files = [f._replace(meta=META) for f in parse_manifest(f"{folder}/m.csv", text)]
+    return [p.pair_id for p in split(pair_series("loc", files, BANDS))[0]]
+
+  assert ids("/data/one") == ids("/data/two") != []

@@ -67,6 +67,21 @@ def test_run_inference_in_a_pipeline_gives_chip_scores(tiny_model):
                                ("pairB", 0, PROB_SCALE // 2)]))
 
 
+@pytest.mark.parametrize("sharing", [{"model_copies": 1}, {"large_model": True}])
+def test_a_model_shared_across_processes_scores_chips(tiny_model, sharing):
+  # Beam then serves the model through a proxy that forwards public method calls only.
+  handler = make_model_handler(tiny_model.saved_model_dir, batch_size=2, **sharing)
+  assert handler.share_model_across_processes()
+  with TestPipeline(runner="FnApiRunner") as p:
+    results, dlq = (p | beam.Create([("pairA/0", chip(0, 2, 1)), ("pairB/0", chip(1, 1, 1))])
+                    | RunInference(handler).with_exception_handling())
+    out = results | beam.Map(to_chip_score) | beam.MapTuple(
+        lambda pid, s: (pid, s.chip_index, int(s.prob.max())))
+    assert_that(out, equal_to([("pairA", 0, round(PROB_SCALE / (1 + np.exp(-8)))),
+                               ("pairB", 0, PROB_SCALE // 2)]), label="scores")
+    assert_that(dlq.failed_inferences, equal_to([]), label="no failures")
+
+
 def test_serving_signature_over_raw_pixels_embeds_the_transform(tiny_model):
   loaded = tf.saved_model.load(tiny_model.saved_model_dir)
   raw = np.zeros((1, SIZE, SIZE, BANDS), np.float32)
