@@ -166,11 +166,11 @@ def test_a_run_where_every_pair_fails_the_same_way_exits_non_zero(tmp_path, monk
   assert len(err) == 1 and err[0].startswith(
       "changesweep sweep: error: 4 of 4 captures failed for one reason: pair with <path>: "
       "inference failed: RuntimeError: OOM when allocating tensor with shape [N, N, N, N] "
-      "(N chip(s) failed) (chips; e.g. pair with ")
+      "(N chip(s) failed) (scoring; e.g. pair with ")
   assert len(read_jsonl_rows(str(out), "dead_letter")) == 4
   with open(out / "run.json") as f:
     run = json.load(f)
-  assert [(g["count"], g["stage"]) for g in run["failures_by_reason"]] == [(4, "chips")]
+  assert [(g["count"], g["stage"]) for g in run["failures_by_reason"]] == [(4, "scoring")]
 
 
 def test_usage_errors_come_before_any_work(tmp_path, capsys):
