@@ -401,11 +401,15 @@ def _load(pairs: str, data_root: str | None, bands, labels: bool) -> tuple[list,
   return records, loaded
 
 
-def _stats_and_stem(loaded, bands, chip_size: int, rng) -> tuple:
-  """The tf.Transform statistics (written to a temporary transform_fn) and the stem map."""
+def _stats_and_stem(loaded, bands, chip_size: int, seed: int) -> tuple:
+  """The tf.Transform statistics (written to a temporary transform_fn) and the stem map.
+
+  The stem's pixel sample has its own generator, so the fitting sample drawn afterwards is
+  the same whatever the band set."""
   from changesweep.model.train import compute_transform
   transform_dir = os.path.join(tempfile.mkdtemp(prefix="unsup-tft-"), "transform_fn")
   mean, std = compute_transform(loaded, len(bands), chip_size, transform_dir)
+  rng = np.random.default_rng([seed, 1])
   pixels = np.concatenate([
       p.before.reshape(-1, len(bands))[rng.choice(p.before.shape[0] * p.before.shape[1],
                                                   2000)] for p in loaded])
@@ -471,7 +475,7 @@ def fit_and_export(pairs: str, out_dir: str, data_root: str | None = None,
   model_id = model_id or f"unsupervised-hedvgg-{detector}-{_band_tag(bands)}"
   rng = np.random.default_rng(seed)
   records, loaded = _load(pairs, data_root, bands, labels=False)
-  transform_dir, mean, std, stem = _stats_and_stem(loaded, bands, chip_size, rng)
+  transform_dir, mean, std, stem = _stats_and_stem(loaded, bands, chip_size, seed)
   weights = hed_vgg_weights()
   net = UnsupervisedNetwork(weights, mean, std, bands, stem=stem)
   per_pair = max(1, samples // len(loaded))
@@ -555,7 +559,7 @@ def fit_pair_classifier(pairs: str, out_dir: str, data_root: str | None = None,
   rng = np.random.default_rng(seed)
   records, loaded = _load(pairs, data_root, bands, labels=True)
   fit_parts, val_parts = zip(*(pair_data.split_rows(p, val_fraction) for p in loaded))
-  transform_dir, mean, std, stem = _stats_and_stem(fit_parts, bands, chip_size, rng)
+  transform_dir, mean, std, stem = _stats_and_stem(fit_parts, bands, chip_size, seed)
   weights = hed_vgg_weights()
   net = UnsupervisedNetwork(weights, mean, std, bands, stem=stem)
   pos, neg = [], []
