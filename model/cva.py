@@ -112,23 +112,48 @@ def fit_and_export(pairs: list[tuple[str, str]], bands: list[str], out_dir: str,
   return info.raw
 
 
+def manifest_pairs(manifest: str, data_root: str | None = None) -> list[tuple[str, str]]:
+  """The `(before, after)` rasters of a pair manifest's rows (masks, if any, are not read).
+
+  Raises:
+    ValueError: a row lists its bands as several single-band files (CVA reads one raster
+      per capture, by band name).
+  """
+  from changesweep.model import data as pair_data
+  records = pair_data.read_manifest(manifest, data_root, require_mask=False)
+  multi = [r.pair_id for r in records if len(r.before) != 1 or len(r.after) != 1]
+  if multi:
+    raise ValueError(f"rows {multi} list several files per capture; export-cva reads one "
+                     f"raster per capture")
+  return [(r.before[0], r.after[0]) for r in records]
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
       prog="changesweep export-cva",
       description="Fit the CVA baseline (band statistics + Otsu threshold) on unlabelled pairs "
                   "and write a model directory the sweep can load.",
-      epilog="example: changesweep export-cva --pair a/2015.tif a/2017.tif "
-             "--bands B02,B03,B04,B08 --out model/shipped/cva-s2")
-  parser.add_argument("--pair", nargs=2, action="append", required=True,
-                      metavar=("BEFORE", "AFTER"), help="a pair of co-registered rasters; repeat")
+      epilog="examples:\n  changesweep export-cva --pair a/2015.tif a/2017.tif "
+             "--bands B02,B03,B04,B08 --out model/shipped/cva-s2\n"
+             "  changesweep export-cva --pairs model/manifests/oscd_train.csv --data_root "
+             "../shared/data --bands red,green,blue --out /tmp/cva --model_id cva-oscd-rgb",
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument("--pair", nargs=2, action="append", metavar=("BEFORE", "AFTER"),
+                      help="a pair of co-registered rasters; repeat")
+  source.add_argument("--pairs", help="a pair manifest (pair_id,before,after[,mask]; masks "
+                                      "are not read)")
+  parser.add_argument("--data_root", default=None,
+                      help="root of the manifest's relative paths (default: its directory)")
   parser.add_argument("--bands", required=True,
                       help="comma-separated band names (descriptions or aliases) or 1-based indexes")
   parser.add_argument("--out", required=True, help="model directory to write")
   parser.add_argument("--chip_size", type=int, default=256)
   parser.add_argument("--model_id", default="cva")
   args = parser.parse_args(argv)
-  meta = fit_and_export([tuple(p) for p in args.pair], args.bands.split(","), args.out,
-                        args.chip_size, args.model_id)
+  pairs = ([tuple(p) for p in args.pair] if args.pair
+           else manifest_pairs(args.pairs, args.data_root))
+  meta = fit_and_export(pairs, args.bands.split(","), args.out, args.chip_size, args.model_id)
   json.dump({"model_dir": args.out, "otsu_magnitude": meta["training"]["otsu_magnitude"]},
             sys.stdout)
   print()

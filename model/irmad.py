@@ -119,7 +119,7 @@ def fit_and_export(pairs: str, out_dir: str, data_root: str | None = None,
     labels.append(p.label.ravel())
   z, label = np.concatenate(stats), np.concatenate(labels)
   z_cut, f1 = pair_metrics.best_threshold(z, label, np.quantile(z[label >= 0], QUANTILES))
-  scores = pair_metrics.Confusion().add(z > z_cut, label).scores()
+  scores = pair_metrics.Confusion().add(pair_metrics.flagged(z, z_cut), label).scores()
   z_scale = float(chi2.median(len(bands)) / z_cut)
   net = IRMADNetwork(iterations, z_scale=z_scale)
   log(f"IR-MAD: Z cut {z_cut:.1f} (F1 {f1:.3f} on the fitting pairs), z_scale {z_scale:.4g}")

@@ -2,12 +2,28 @@
 
 All figures are computed from one confusion matrix accumulated over every labelled pixel of
 every pair together (not averaged per pair). Pixels labelled -1 (ignored) never count.
+
+One threshold rule everywhere (sweep, evaluation, training, scorer): a pixel is flagged as
+changed when `p >= threshold` (`flagged`).
 """
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
+
+
+def flagged(prob: np.ndarray, threshold: float) -> np.ndarray:
+  """The change map of a probability map: `prob >= threshold` (the one rule of the project).
+
+  Args:
+    prob: change probabilities, any shape.
+    threshold: the model's threshold.
+
+  Returns:
+    A boolean array of `prob`'s shape.
+  """
+  return np.asarray(prob) >= threshold
 
 
 @dataclasses.dataclass
@@ -84,7 +100,7 @@ def best_threshold(prob: np.ndarray, label: np.ndarray,
   """The probability threshold maximising F1 of the change class over labelled pixels.
 
   Returns:
-    `(threshold, f1)`. Prediction is `prob > threshold`.
+    `(threshold, f1)`. Prediction is `flagged(prob, threshold)`, i.e. `prob >= threshold`.
   """
   prob = np.asarray(prob, np.float32).ravel()
   label = np.asarray(label).ravel()
@@ -92,10 +108,9 @@ def best_threshold(prob: np.ndarray, label: np.ndarray,
   prob, pos = prob[known], label[known] == 1
   if candidates is None:
     candidates = np.concatenate([np.linspace(0.02, 0.98, 49), [0.99, 0.995]])
-  # Histogram the scores once, then sweep cumulative counts.
   order = np.sort(candidates)
-  pos_counts = np.array([np.count_nonzero(prob[pos] > t) for t in order])
-  neg_counts = np.array([np.count_nonzero(prob[~pos] > t) for t in order])
+  pos_counts = np.array([np.count_nonzero(flagged(prob[pos], t)) for t in order])
+  neg_counts = np.array([np.count_nonzero(flagged(prob[~pos], t)) for t in order])
   n_pos = int(pos.sum())
   f1 = np.where(pos_counts > 0, 2 * pos_counts / (n_pos + pos_counts + neg_counts + 1e-12), 0)
   i = int(np.argmax(f1))

@@ -66,3 +66,16 @@ def test_best_threshold_finds_the_separating_cut():
   t, f1 = metrics.best_threshold(prob, label)
   assert 0.3 <= t < 0.7
   assert f1 == pytest.approx(1.0)
+
+
+def test_flagged_is_greater_or_equal():
+  prob = np.array([0.2, 0.5, 0.50001, 0.8])
+  np.testing.assert_array_equal(metrics.flagged(prob, 0.5), [False, True, True, True])
+
+
+def test_best_threshold_counts_a_score_equal_to_the_cut_as_flagged():
+  # The changed pixels score exactly 0.5: only `>=` at 0.5 separates them from 0.2.
+  prob = np.array([0.2, 0.2, 0.5, 0.5])
+  label = np.array([0, 0, 1, 1])
+  t, f1 = metrics.best_threshold(prob, label, candidates=np.array([0.1, 0.5, 0.9]))
+  assert t == 0.5 and f1 == pytest.approx(1.0)
