@@ -61,7 +61,7 @@ def read_bands(path: str, wanted: list[str]) -> tuple[np.ndarray, np.ndarray]:
   import rasterio
 
   with rasterio.open(path) as src:
-    idx = band_names.resolve_bands(wanted, src.descriptions)
+    idx = band_names.resolve_bands(wanted, src.descriptions, src.driver)
     data = src.read([i + 1 for i in idx]).astype(np.float32)
     valid = src.read_masks(1) > 0
   valid &= np.isfinite(data).all(axis=0)
