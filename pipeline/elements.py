@@ -68,12 +68,16 @@ class Pair(NamedTuple):
     pair_id: deterministic id: the same captures always give the same id.
     before, after: the two captures, `before` earlier.
     before_bands, after_bands: 0-based band positions to read, in model order.
+    band_names, band_codes: for an any-band model, each slot's band identity and its code
+      (`transforms.bands.band_code`); empty for fixed-band models.
   """
   pair_id: str
   before: SceneRef
   after: SceneRef
   before_bands: tuple[int, ...]
   after_bands: tuple[int, ...]
+  band_names: tuple[str, ...] = ()
+  band_codes: tuple[float, ...] = ()
 
   @property
   def location(self) -> str:

@@ -66,7 +66,9 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
       check_model_compatible(info)
   except ModelDirError as e:
     raise UsageError(f"--model: {e}") from None
-  bands = tuple(b.strip() for b in opts.bands.split(",")) if opts.bands else info.bands
+  any_band = info.raw.get("band_mode") == "any"
+  bands = (tuple(b.strip() for b in opts.bands.split(",")) if opts.bands
+           else () if any_band else info.bands)
   if dry_run:  # listing and pairing run here, whatever runner a real run would use
     options.view_as(StandardOptions).runner = "FnApiRunner"
   if not options.view_as(StandardOptions).runner:
@@ -117,6 +119,10 @@ def check_model_compatible(info) -> None:
   """The model's statistics and signatures must fit its metadata, before any work starts."""
   from changesweep.transforms.preprocessing import transform_dir_shape
 
+  if info.raw.get("band_mode") == "any":  # normalises inside its signature: no fixed shapes
+    if not FileSystems.exists(FileSystems.join(info.saved_model_dir, "saved_model.pb")):
+      raise ModelDirError(f"{info.path}: saved_model/ has no saved_model.pb")
+    return
   try:
     bands, size = transform_dir_shape(info.transform_dir)
   except Exception as e:  # a damaged transform_fn raises from deep inside TF
@@ -153,7 +159,9 @@ def summarize_run(cfg: SweepConfig, counters: dict, top: int = 5) -> dict:
   return {
       "run_id": cfg.run_id, "output": cfg.output, "archive": cfg.input or cfg.manifest,
       "model": {"id": cfg.model.model_id, "version": cfg.model.version,
-                "path": cfg.model.path, "bands": list(cfg.bands)},
+                "path": cfg.model.path,
+                "bands": list(cfg.bands) or ["any (every identified band, up to "
+                                             f"{cfg.model.raw.get('max_bands')})"]},
       "statistics": cfg.statistics,
       "counts": {"locations": len({r["location"] for r in pairs} | {r["location"] for r in firsts}),
                  "pairs": len(pairs), "first_captures": len(firsts), "dead_letters": len(dead),
@@ -178,7 +186,7 @@ def summarize_dry_run(cfg: SweepConfig, counters: dict) -> dict:
       "run_id": cfg.run_id, "output": cfg.output, "archive": cfg.input or cfg.manifest,
       "dry_run": True,
       "model": {"id": cfg.model.model_id, "version": cfg.model.version, "path": cfg.model.path,
-                "bands": list(cfg.bands)},
+                "bands": list(cfg.bands) or ["any"]},
       "counts": {"locations": len({r["location"] for r in planned}
                                   | {r["location"] for r in firsts}),
                  "captures": counters.get("listing/captures_listed", 0),

@@ -45,9 +45,10 @@ class SweepOptions(PipelineOptions):
         help="comma-separated bands to feed the model instead of the model's own list: names "
              "(band descriptions, aliases like red/nir) or 1-based indexes, e.g. B04,B03,B02")
     parser.add_argument(
-        "--statistics", default="archive", choices=("archive", "model"),
-        help="normalise with per-band statistics computed over this archive (default) or with "
-             "the statistics the model was trained with")
+        "--statistics", default="archive", choices=("archive", "model", "capture"),
+        help="normalise with per-band statistics of this archive (default; for an any-band "
+             "model pooled from the usability pass, so chips are read once), with the "
+             "statistics the model was trained with, or (any-band models) each capture's own")
     parser.add_argument("--chip_overlap", type=int, default=16,
                         help="pixels shared by neighbouring chips (default 16)")
     parser.add_argument("--batch_size", type=int, default=8,

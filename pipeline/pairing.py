@@ -7,6 +7,7 @@ from typing import Iterable, NamedTuple
 
 import apache_beam as beam
 
+from changesweep.pipeline import band_slots
 from changesweep.pipeline.elements import (CaptureRecord, DeadLetter, FirstCapture, Pair, SceneRef,
                                            make_pair_id)
 from changesweep.pipeline.listing import CaptureFile
@@ -107,7 +108,7 @@ def capture_record(scene: SceneRef, bands: tuple[int, ...]) -> CaptureRecord | N
 
 
 def pair_series(location: str, files: Iterable[CaptureFile], bands: tuple[str, ...],
-                min_usable: float = 0.0
+                min_usable: float = 0.0, max_bands: int = 0
                 ) -> Iterable[Pair | FirstCapture | DeadLetter | CaptureRecord]:
   """Consecutive pairs of one location's captures, sorted by time.
 
@@ -116,13 +117,20 @@ def pair_series(location: str, files: Iterable[CaptureFile], bands: tuple[str, .
   bands cannot feed the model, or whose usable fraction (valid, cloud-free pixels) is below
   `min_usable`, is skipped, so the next capture pairs with the last usable one. Each usable
   capture also yields its `CaptureRecord` for the location's history.
+
+  With `max_bands` (an any-band model), a capture feeds every band it has that can be
+  identified (or the `bands` asked for), and a pair the identities both captures share.
   """
   scenes, dead = assemble_captures(location, files)
   yield from dead
-  previous, previous_bands = None, None
+  previous, previous_bands, previous_sel = None, None, None
   for scene in scenes:
     try:
-      scene_bands = tuple(resolve_bands(bands, scene.band_names))
+      if max_bands:
+        sel = band_slots.select_bands(scene, bands or None, max_bands)
+        scene_bands = tuple(sel[0])
+      else:
+        sel, scene_bands = None, tuple(resolve_bands(bands, scene.band_names))
     except BandError as e:
       yield DeadLetter(scene.uri, STAGE, str(e), location)
       continue
@@ -135,38 +143,44 @@ def pair_series(location: str, files: Iterable[CaptureFile], bands: tuple[str, .
     if previous is None:
       yield FirstCapture(location, scene.captured_at, scene.uri)
     else:
-      why = grid_mismatch(previous, scene, previous_bands, scene_bands)
+      slots = band_slots.slots_for_pair(previous_sel, sel) if max_bands else None
       pair_id = make_pair_id(previous, scene)
+      why = slots if isinstance(slots, str) else grid_mismatch(
+          previous, scene, slots.before if slots else previous_bands,
+          slots.after if slots else scene_bands)
       if why:
         yield DeadLetter(scene.uri, STAGE, f"not comparable with {previous.uri}: {why}",
                          location, pair_id)
+      elif slots:
+        yield Pair(pair_id, previous, scene, slots.before, slots.after, slots.names, slots.codes)
       else:
         yield Pair(pair_id, previous, scene, previous_bands, scene_bands)
     record = capture_record(scene, scene_bands)
     if record is not None:
       yield record
-    previous, previous_bands = scene, scene_bands
+    previous, previous_bands, previous_sel = scene, scene_bands, sel
 
 
 class PairConsecutive(beam.PTransform):
   """`CaptureFile`s -> `(pairs, first_captures, dead_letters, capture_records)` by location."""
 
-  def __init__(self, bands: tuple[str, ...], min_usable: float = 0.0):
+  def __init__(self, bands: tuple[str, ...], min_usable: float = 0.0, max_bands: int = 0):
     super().__init__()
-    if not bands:
+    if not bands and not max_bands:
       raise ValueError("the model's input bands must be known to pair captures")
+    self.max_bands = max_bands
     if not 0.0 <= min_usable <= 1.0:
       raise ValueError(f"min_usable_fraction must be in 0..1, got {min_usable}")
-    self.bands = tuple(bands)
+    self.bands = tuple(bands or ())
     self.min_usable = min_usable
 
   def expand(self, files):
-    bands, min_usable = self.bands, self.min_usable
+    bands, min_usable, max_bands = self.bands, self.min_usable, self.max_bands
     counters = {"Pair": "pairs_emitted", "FirstCapture": "first_captures",
                 "DeadLetter": "captures_rejected", "CaptureRecord": "usable_captures"}
 
     def pair(location, group):
-      for out in pair_series(location, group, bands, min_usable):
+      for out in pair_series(location, group, bands, min_usable, max_bands):
         kind = type(out).__name__
         inc_counter(STAGE, counters[kind])
         yield beam.pvalue.TaggedOutput(kind, out)

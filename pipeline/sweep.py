@@ -75,8 +75,12 @@ class SweepConfig:
   history: str | None = None
 
   def __post_init__(self):
-    if self.statistics not in ("archive", "model"):
-      raise ValueError(f"statistics must be 'archive' or 'model', got {self.statistics!r}")
+    if self.statistics not in ("archive", "model", "capture"):
+      raise ValueError(f"statistics must be 'archive', 'model' or 'capture', got "
+                       f"{self.statistics!r}")
+    if self.statistics == "capture" and not self.max_bands:
+      raise ValueError("--statistics capture needs an any-band model (per-capture statistics "
+                       "are applied inside its signature)")
     if not 0 <= self.chip_overlap < self.chip_size // 2:
       raise ValueError(f"chip_overlap {self.chip_overlap} must be in 0..{self.chip_size // 2 - 1}")
     if self.batch_size < 1:
@@ -91,9 +95,18 @@ class SweepConfig:
       parse_since(self.since)
     if self.max_batch_bytes is not None and self.max_batch_bytes < 1:
       raise ValueError(f"max_batch_bytes must be >= 1, got {self.max_batch_bytes}")
-    if len(self.bands) != len(self.model.bands):
+    if self.max_bands and len(self.bands) > self.max_bands:
+      raise ValueError(f"the model reads at most {self.max_bands} bands, --bands gives "
+                       f"{len(self.bands)}")
+    if not self.max_bands and len(self.bands) != len(self.model.bands):
       raise ValueError(f"the model reads {len(self.model.bands)} bands {list(self.model.bands)}"
                        f", but --bands gives {len(self.bands)}: {list(self.bands)}")
+
+  @property
+  def max_bands(self) -> int:
+    """Slots of an any-band model (metadata `band_mode: "any"`); 0 for fixed-band models."""
+    return int(self.model.raw.get("max_bands", 0)) if self.model.raw.get(
+        "band_mode") == "any" else 0
 
   @property
   def chip_size(self) -> int:
@@ -106,13 +119,65 @@ def _inference_failures(failed):
     yield key.pair_id, ChipFailure(key.pair_id, key.index, f"inference failed: {str(error)[:300]}")
 
 
+def _score_fixed_bands(cfg: SweepConfig, p, tasks):
+  """Fixed-band models: tf.Transform statistics (this archive's or the model's), then the
+  `normalized` signature. Returns `(scores, read failures, inference DLQ)`."""
+  import tensorflow_transform.beam as tft_beam
+
+  size, nbands = cfg.chip_size, len(cfg.bands)
+  if cfg.statistics == "archive":
+    sample = tasks | "ReadChips[Statistics]" >> beam.ParDo(
+        ReadChips(size, count_metrics=False, mask_values=cfg.masks.values)).with_outputs(
+            "failed", main="chips")
+    batches = (sample.chips
+               | "BatchChips[Statistics]" >> beam.BatchElements(min_batch_size=8,
+                                                                max_batch_size=32)
+               | "ToRecordBatches[Statistics]" >> beam.Map(to_record_batch))
+    transform_fn = ((batches, raw_tensor_adapter_config(nbands, size)) | "ComputeStatistics" >>
+                    tft_beam.AnalyzeDataset(preprocessing.make_preprocessing_fn(nbands, size)))
+    _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
+        FileSystems.join(cfg.output, "transform_fn"))
+  else:
+    transform_fn = p | "ReadModelStatistics" >> tft_beam.ReadTransformFn(
+        cfg.model.transform_dir)
+  # Scoring reads its chips in a stage of its own: in the stage that also feeds the
+  # statistics, the chips could not be fused with the normalisation that waits on them, and
+  # the runner would hold every chip of the sweep in memory between the two.
+  chips = (tasks
+           | "ReshuffleChips[Score]" >> beam.Reshuffle()
+           | "ReadChips[Score]" >> beam.ParDo(
+               ReadChips(size, mask_values=cfg.masks.values)).with_outputs("failed",
+                                                                           main="chips"))
+  handler = make_model_handler(
+      cfg.model.saved_model_dir,
+      capped_batch_size(cfg.batch_size, cfg.max_batch_bytes, size, nbands),
+      model_copies=cfg.model_copies, accelerator=cfg.accelerator if cfg.gpu_hints else None,
+      require_gpu=bool(cfg.accelerator))
+  scores, dlq = chips.chips | "ScoreChips" >> ScoreChips(transform_fn, handler, nbands, size)
+  return scores, chips.failed, dlq
+
+
+def _score_any_band(cfg: SweepConfig, pairs, tasks):
+  """Any-band models: every chip read once, statistics pooled from the usability pass (or each
+  capture's own), normalisation inside the model's signature."""
+  from changesweep.pipeline import anyband
+
+  archive = (pairs | "BandStatistics" >> anyband.BandStatistics()
+             if cfg.statistics in ("archive", "model") else None)
+  handler = anyband.make_anyband_handler(
+      cfg.model.saved_model_dir, cfg.batch_size, model_copies=cfg.model_copies,
+      accelerator=cfg.accelerator if cfg.gpu_hints else None, require_gpu=bool(cfg.accelerator))
+  return tasks | "ScoreAnyBandChips" >> anyband.ScoreAnyBandChips(
+      handler, cfg.chip_size, cfg.max_bands, archive, cfg.masks.values)
+
+
 def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
   """Adds the sweep to `p`. Returns the output PCollections by table name."""
   size, nbands = cfg.chip_size, len(cfg.bands)
   files, dead_listing = p | "ListCaptures" >> ListCaptures(cfg.input, cfg.layout, cfg.manifest,
                                                            cfg.masks)
   pairs, firsts, dead_pairing, records = files | "PairConsecutive" >> PairConsecutive(
-      cfg.bands, cfg.min_usable_fraction)
+      cfg.bands, cfg.min_usable_fraction, cfg.max_bands)
   state = None
   if cfg.state or cfg.since or cfg.force:
     if cfg.state:
@@ -129,36 +194,11 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
     tasks = (pairs
              | "PlanChips" >> beam.FlatMap(plan_chips, size, cfg.chip_overlap)
              | "ReshuffleChips" >> beam.Reshuffle())
-    if cfg.statistics == "archive":
-      sample = tasks | "ReadChips[Statistics]" >> beam.ParDo(
-          ReadChips(size, count_metrics=False, mask_values=cfg.masks.values)).with_outputs(
-              "failed", main="chips")
-      batches = (sample.chips
-                 | "BatchChips[Statistics]" >> beam.BatchElements(min_batch_size=8,
-                                                                  max_batch_size=32)
-                 | "ToRecordBatches[Statistics]" >> beam.Map(to_record_batch))
-      transform_fn = ((batches, raw_tensor_adapter_config(nbands, size)) | "ComputeStatistics" >>
-                      tft_beam.AnalyzeDataset(preprocessing.make_preprocessing_fn(nbands, size)))
-      _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
-          FileSystems.join(cfg.output, "transform_fn"))
+    if cfg.max_bands:
+      scores, read_failed, dlq = _score_any_band(cfg, pairs, tasks)
     else:
-      transform_fn = p | "ReadModelStatistics" >> tft_beam.ReadTransformFn(
-          cfg.model.transform_dir)
-    # Scoring reads its chips in a stage of its own: in the stage that also feeds the
-    # statistics, the chips could not be fused with the normalisation that waits on them, and
-    # the runner would hold every chip of the sweep in memory between the two.
-    chips = (tasks
-             | "ReshuffleChips[Score]" >> beam.Reshuffle()
-             | "ReadChips[Score]" >> beam.ParDo(
-                 ReadChips(size, mask_values=cfg.masks.values)).with_outputs("failed",
-                                                                             main="chips"))
-    handler = make_model_handler(
-        cfg.model.saved_model_dir,
-        capped_batch_size(cfg.batch_size, cfg.max_batch_bytes, size, nbands),
-        model_copies=cfg.model_copies, accelerator=cfg.accelerator if cfg.gpu_hints else None,
-        require_gpu=bool(cfg.accelerator))
-    scores, dlq = chips.chips | "ScoreChips" >> ScoreChips(transform_fn, handler, nbands, size)
-    failures = ((chips.failed | "KeyReadFailures" >> beam.Map(lambda f: (f.pair_id, f)),
+      scores, read_failed, dlq = _score_fixed_bands(cfg, p, tasks)
+    failures = ((read_failed | "KeyReadFailures" >> beam.Map(lambda f: (f.pair_id, f)),
                  dlq.failed_inferences | "KeyInferenceFailures" >> beam.FlatMap(
                      _inference_failures))
                 | "FlattenFailures" >> beam.Flatten())
