@@ -134,7 +134,7 @@ class FinishPair(beam.DoFn):
         change_maps.delete_tiles(self.output, pair_id)
       yield beam.pvalue.TaggedOutput("dead", failure_dead_letter(pair, failures))
       return
-    h, w = pair.after.height, pair.after.width
+    h, w = pair.height, pair.width
     planned = len(tiling.chip_grid(h, w, self.chip_size, self.overlap))
     partials = list(joined["summary"])
     partial = (pair_summary.merge_partials(partials) if partials
@@ -161,8 +161,8 @@ class FinishPair(beam.DoFn):
       map_uri = change_maps.assemble_map(self.output, pair, self.chip_size, self.overlap)
       inc_counter(STAGE, "maps_written")
     inc_counter(STAGE, "pairs_scored")
-    transform = pair.after.transform if pair.after.crs else None
-    shapes = polygons.regions_from_pooled(pooled, transform, pair.after.crs,
+    transform = pair.transform if pair.crs else None
+    shapes = polygons.regions_from_pooled(pooled, transform, pair.crs,
                                           max_regions=self.max_polygons,
                                           min_pixels=self.min_region_pixels)
     row = {
@@ -171,11 +171,14 @@ class FinishPair(beam.DoFn):
         "before_captured_at": pair.before.captured_at,
         "after_captured_at": pair.after.captured_at,
         "before_uri": pair.before.uri, "after_uri": pair.after.uri,
-        "height": h, "width": w, "crs": crs_name(pair.after.crs),
+        "height": h, "width": w, "crs": crs_name(pair.crs),
         **summary, "threshold": self.threshold, "num_chips": planned,
         "regions": pair_summary.regions_from_pooled(pooled, transform, self.max_regions,
                                                     self.min_region_pixels),
-        "geometry": polygons.union_wkt(shapes), "change_map_uri": map_uri, **self.run}
+        "geometry": polygons.union_wkt(shapes), "change_map_uri": map_uri,
+        "overlap_fraction": pair.grid.overlap_fraction if pair.grid else 1.0,
+        "resampling": pair.grid.resampling if pair.grid else "none",
+        "grid_crs": pair.crs or None, **self.run}
     yield row
     for region in polygons.region_rows(row, shapes):
       yield beam.pvalue.TaggedOutput("regions", region)

@@ -137,12 +137,16 @@ def read_anyband_chip(reader: WindowReader, pair: Pair, chip: tiling.Chip, size:
                       mask_values: tuple[int, ...] = ()) -> AnyBandChip:
   from rasterio.windows import Window
 
+  from changesweep.pipeline.chips import read_options
+
   window = Window(chip.col, chip.row, chip.width, chip.height)
   b, a = pair.before, pair.after
   before, valid_b = reader.read(b.uris, pair.before_bands, window, b.nodata, b.mask_uri,
-                                b.mask_band, mask_values)
+                                b.mask_band, mask_values,
+                                **read_options(pair, "before"))
   after, valid_a = reader.read(a.uris, pair.after_bands, window, a.nodata, a.mask_uri,
-                               a.mask_band, mask_values)
+                               a.mask_band, mask_values,
+                               **read_options(pair, "after"))
   valid = valid_b & valid_a
   codes = np.zeros(max_bands, np.float32)
   codes[:len(pair.band_codes)] = pair.band_codes

@@ -45,13 +45,13 @@ def read_tile(path: str) -> np.ndarray:
 def map_profile(pair: Pair) -> dict:
   import rasterio
 
-  h, w = pair.after.height, pair.after.width
+  h, w = pair.height, pair.width
   profile = dict(driver="GTiff", height=h, width=w, count=1, dtype="uint8", nodata=PROB_NODATA,
                  compress="deflate", tiled=h >= 256 and w >= 256, blockxsize=256,
                  blockysize=256)
-  if pair.after.crs:
-    profile.update(crs=rasterio.crs.CRS.from_wkt(pair.after.crs),
-                   transform=rasterio.Affine(*pair.after.transform))
+  if pair.crs:
+    profile.update(crs=rasterio.crs.CRS.from_wkt(pair.crs),
+                   transform=rasterio.Affine(*pair.transform))
   return profile
 
 
@@ -66,7 +66,7 @@ def assemble_map(output: str, pair: Pair, chip_size: int, overlap: int) -> str:
   from changesweep.pipeline import cog
 
   uri = map_path(output, pair)
-  grid = tiling.chip_grid(pair.after.height, pair.after.width, chip_size, overlap)
+  grid = tiling.chip_grid(pair.height, pair.width, chip_size, overlap)
   tmp = tempfile.mkdtemp(prefix="changesweep-map-")
   try:
     local = os.path.join(tmp, "map.tif")

@@ -18,13 +18,19 @@ _RETRIES = 3
 
 def chip_key(pair: Pair, index: int) -> ChipKey:
   a = pair.after
-  return ChipKey(pair.pair_id, index, a.height, a.width, a.location, a.captured_at[:10])
+  return ChipKey(pair.pair_id, index, pair.height, pair.width, a.location, a.captured_at[:10])
 
 
 def plan_chips(pair: Pair, chip_size: int, overlap: int) -> list[tuple[Pair, tiling.Chip]]:
   """The chips of a pair (pure)."""
-  return [(pair, c) for c in tiling.chip_grid(pair.after.height, pair.after.width, chip_size,
+  return [(pair, c) for c in tiling.chip_grid(pair.height, pair.width, chip_size,
                                               overlap)]
+
+
+def read_options(pair: Pair, which: str) -> dict:
+  """How to read one capture of a pair: on the pair's common grid when it has one."""
+  grid = pair.read_grid(which)
+  return {"grid": grid, "resampling": pair.grid.resampling} if grid is not None else {}
 
 
 def window_bytes(pair: Pair, chip: tiling.Chip) -> int:
@@ -45,9 +51,11 @@ def read_chip(reader: WindowReader, pair: Pair, chip: tiling.Chip, chip_size: in
   window = Window(chip.col, chip.row, chip.width, chip.height)
   b, a = pair.before, pair.after
   before, valid_b = reader.read(b.uris, pair.before_bands, window, b.nodata, b.mask_uri,
-                                b.mask_band, mask_values)
+                                b.mask_band, mask_values,
+                                **read_options(pair, "before"))
   after, valid_a = reader.read(a.uris, pair.after_bands, window, a.nodata, a.mask_uri,
-                               a.mask_band, mask_values)
+                               a.mask_band, mask_values,
+                               **read_options(pair, "after"))
   valid = valid_b & valid_a
   before = np.where(valid[..., None], before, 0.0)
   after = np.where(valid[..., None], after, 0.0)

@@ -70,6 +70,7 @@ class Pair(NamedTuple):
     before_bands, after_bands: 0-based band positions to read, in model order.
     band_names, band_codes: for an any-band model, each slot's band identity and its code
       (`transforms.bands.band_code`); empty for fixed-band models.
+    grid: the common grid (`pipeline.grids.PairGrid`) when the captures' grids differ, else None.
   """
   pair_id: str
   before: SceneRef
@@ -78,6 +79,29 @@ class Pair(NamedTuple):
   after_bands: tuple[int, ...]
   band_names: tuple[str, ...] = ()
   band_codes: tuple[float, ...] = ()
+  grid: object | None = None
+
+  # The grid the pair is scored on: the after capture's, or the planned common grid
+  # (`pipeline.grids.PairGrid`) when the two captures sit on different grids.
+  @property
+  def height(self) -> int:
+    return self.grid.target.height if self.grid is not None else self.after.height
+
+  @property
+  def width(self) -> int:
+    return self.grid.target.width if self.grid is not None else self.after.width
+
+  @property
+  def crs(self) -> str:
+    return self.grid.target.crs_wkt if self.grid is not None else self.after.crs
+
+  @property
+  def transform(self) -> tuple[float, ...]:
+    return tuple(self.grid.target.transform) if self.grid is not None else self.after.transform
+
+  def read_grid(self, which: str):
+    """The grid to read `which` ("before"/"after") on, or None to read the file as it is."""
+    return self.grid.read_grid(which) if self.grid is not None else None
 
   @property
   def location(self) -> str:

@@ -16,6 +16,7 @@ from changesweep.model.format import ModelDirError, read_model_info
 from changesweep.pipeline import accounting, dataflow, failures, metrics, sinks
 from changesweep.pipeline.layout import Layout
 from changesweep.pipeline.options import SweepOptions
+from changesweep.pipeline.pairing import GridOptions
 from changesweep.pipeline.usability import MaskSpec
 from changesweep.pipeline.sweep import SweepConfig, build_sweep, default_run_id
 
@@ -91,9 +92,15 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
         max_batch_bytes=opts.max_batch_bytes,
         masks=MaskSpec(opts.mask_band, opts.mask_layout, parse_mask_values(opts.mask_values)),
         min_usable_fraction=opts.min_usable_fraction, history=opts.history,
-        dry_run=dry_run)
+        dry_run=dry_run, grids=GridOptions(opts.grid, opts.min_overlap, opts.resampling))
     if cfg.masks.layout:
       Layout.parse(cfg.masks.layout)
+    from changesweep.pipeline import grids
+
+    grids.parse_grid_option(opts.grid)
+    grids.parse_resampling(opts.resampling)
+    if not 0.0 < opts.min_overlap <= 1.0:
+      raise ValueError(f"--min_overlap must be in (0, 1], got {opts.min_overlap}")
   except ValueError as e:
     raise UsageError(str(e)) from None
   return cfg, options

@@ -60,6 +60,15 @@ class SweepOptions(PipelineOptions):
                              "locally, 0 on Dataflow)")
     parser.add_argument("--max_regions", type=int, default=20,
                         help="change regions kept per pair, largest first (default 20)")
+    parser.add_argument("--grid", default="earlier",
+                        help="grid of a pair whose captures sit on different grids: earlier "
+                             "(default), later, or a fixed CRS and resolution for every night, "
+                             "e.g. EPSG:32633,10")
+    parser.add_argument("--min_overlap", type=float, default=0.2,
+                        help="least share of the pair's grid both captures must cover (0.2)")
+    parser.add_argument("--resampling", default="bilinear",
+                        help="resampling of a capture warped onto the pair's grid (bilinear; "
+                             "masks are always nearest)")
     parser.add_argument("--max_polygons", type=int, default=1000,
                         help="change polygons (regions table) kept per pair, largest first "
                              "(default 1000)")

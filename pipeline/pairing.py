@@ -98,6 +98,31 @@ def grid_mismatch(a: SceneRef, b: SceneRef, bands_a: tuple, bands_b: tuple) -> s
   return None
 
 
+class GridOptions(NamedTuple):
+  """`--grid`, `--min_overlap` and `--resampling` (see `pipeline.grids`)."""
+  spec: str = "earlier"
+  min_overlap: float = 0.2
+  resampling: str = "bilinear"
+
+
+def common_grid(a: SceneRef, b: SceneRef, bands_a: tuple, bands_b: tuple, options: GridOptions
+                ) -> tuple[object | None, str | None]:
+  """`(None, None)` when the captures share a grid, `(PairGrid, None)` when one is warped onto
+  the pair's grid, `(None, reason)` when they cannot be compared."""
+  from changesweep.pipeline import grids
+
+  if len(bands_a) != len(bands_b):
+    return None, f"band count {len(bands_b)} differs from the previous capture's {len(bands_a)}"
+  spec = grids.parse_grid_option(options.spec)
+  if spec.source == "earlier" and grid_mismatch(a, b, bands_a, bands_b) is None:
+    return None, None  # the common case: one grid, no warp
+  plan = grids.plan_common_grid(a, b, spec, options.min_overlap,
+                                resampling=grids.parse_resampling(options.resampling))
+  if isinstance(plan, str):
+    return None, plan
+  return (None if plan.no_warp else plan), None
+
+
 def capture_record(scene: SceneRef, bands: tuple[int, ...]) -> CaptureRecord | None:
   """The history record of a usable capture: statistics of the model's bands."""
   if not scene.band_means:
@@ -108,7 +133,7 @@ def capture_record(scene: SceneRef, bands: tuple[int, ...]) -> CaptureRecord | N
 
 
 def pair_series(location: str, files: Iterable[CaptureFile], bands: tuple[str, ...],
-                min_usable: float = 0.0, max_bands: int = 0
+                min_usable: float = 0.0, max_bands: int = 0, grids: GridOptions | None = None
                 ) -> Iterable[Pair | FirstCapture | DeadLetter | CaptureRecord]:
   """Consecutive pairs of one location's captures, sorted by time.
 
@@ -120,7 +145,12 @@ def pair_series(location: str, files: Iterable[CaptureFile], bands: tuple[str, .
 
   With `max_bands` (an any-band model), a capture feeds every band it has that can be
   identified (or the `bands` asked for), and a pair the identities both captures share.
+
+  Captures on different grids (CRS, resolution, extent or alignment) are paired on a common
+  grid (`pipeline.grids.plan_common_grid`, by default the earlier capture's) unless they cannot
+  be compared (no or too little overlap, no georeference, resolutions too far apart).
   """
+  grids = grids or GridOptions()
   scenes, dead = assemble_captures(location, files)
   yield from dead
   previous, previous_bands, previous_sel = None, None, None
@@ -145,16 +175,19 @@ def pair_series(location: str, files: Iterable[CaptureFile], bands: tuple[str, .
     else:
       slots = band_slots.slots_for_pair(previous_sel, sel) if max_bands else None
       pair_id = make_pair_id(previous, scene)
-      why = slots if isinstance(slots, str) else grid_mismatch(
-          previous, scene, slots.before if slots else previous_bands,
-          slots.after if slots else scene_bands)
+      before_bands = slots.before if slots and not isinstance(slots, str) else previous_bands
+      after_bands = slots.after if slots and not isinstance(slots, str) else scene_bands
+      grid, why = None, slots if isinstance(slots, str) else None
+      if why is None:
+        grid, why = common_grid(previous, scene, before_bands, after_bands, grids)
       if why:
         yield DeadLetter(scene.uri, STAGE, f"not comparable with {previous.uri}: {why}",
                          location, pair_id)
       elif slots:
-        yield Pair(pair_id, previous, scene, slots.before, slots.after, slots.names, slots.codes)
+        yield Pair(pair_id, previous, scene, slots.before, slots.after, slots.names, slots.codes,
+                   grid)
       else:
-        yield Pair(pair_id, previous, scene, previous_bands, scene_bands)
+        yield Pair(pair_id, previous, scene, previous_bands, scene_bands, grid=grid)
     record = capture_record(scene, scene_bands)
     if record is not None:
       yield record
@@ -164,8 +197,10 @@ def pair_series(location: str, files: Iterable[CaptureFile], bands: tuple[str, .
 class PairConsecutive(beam.PTransform):
   """`CaptureFile`s -> `(pairs, first_captures, dead_letters, capture_records)` by location."""
 
-  def __init__(self, bands: tuple[str, ...], min_usable: float = 0.0, max_bands: int = 0):
+  def __init__(self, bands: tuple[str, ...], min_usable: float = 0.0, max_bands: int = 0,
+               grids: GridOptions | None = None):
     super().__init__()
+    self.grids = grids or GridOptions()
     if not bands and not max_bands:
       raise ValueError("the model's input bands must be known to pair captures")
     self.max_bands = max_bands
@@ -175,12 +210,12 @@ class PairConsecutive(beam.PTransform):
     self.min_usable = min_usable
 
   def expand(self, files):
-    bands, min_usable, max_bands = self.bands, self.min_usable, self.max_bands
+    bands, min_usable, max_bands, grids = self.bands, self.min_usable, self.max_bands, self.grids
     counters = {"Pair": "pairs_emitted", "FirstCapture": "first_captures",
                 "DeadLetter": "captures_rejected", "CaptureRecord": "usable_captures"}
 
     def pair(location, group):
-      for out in pair_series(location, group, bands, min_usable, max_bands):
+      for out in pair_series(location, group, bands, min_usable, max_bands, grids):
         kind = type(out).__name__
         inc_counter(STAGE, counters[kind])
         yield beam.pvalue.TaggedOutput(kind, out)

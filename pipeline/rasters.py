@@ -127,20 +127,30 @@ class WindowReader:
     self._stack = contextlib.ExitStack()
     self._max_open = max_open
 
-  def _get(self, uri: str):
-    src = self._open.pop(uri, None)
+  def _get(self, uri: str, grid=None, resampling: str = "nearest"):
+    """The open file, or its view on `grid` (a `WarpedVRT`, see `pipeline.warping`)."""
+    key = (uri, grid, resampling if grid is not None else None)
+    src = self._open.pop(key, None)
     if src is None:
       if len(self._open) >= self._max_open:
         oldest = next(iter(self._open))
-        self._open.pop(oldest).close()
+        _close(self._open.pop(oldest))
       src = open_raster(uri)
-    self._open[uri] = src  # most recent last
+      if grid is not None:
+        from changesweep.pipeline.warping import warp_to_grid
+
+        src = warp_to_grid(src, grid, resampling)
+    self._open[key] = src  # most recent last
     return src
 
   def read(self, uris: tuple[str, ...], bands: tuple[int, ...], window: Window,
            nodata: float | None, mask_uri: str | None = None, mask_band: int | None = None,
-           mask_values: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+           mask_values: tuple[int, ...] = (), grid=None, resampling: str = "bilinear"
+           ) -> tuple[np.ndarray, np.ndarray]:
     """Reads `bands` (0-based, over the capture's band list) in `window`.
+
+    With `grid` (a `pipeline.grids.Grid`), the window is one of that grid and the files are
+    read through a `WarpedVRT` onto it: bands with `resampling`, masks with nearest.
 
     Returns:
       `([h, w, C] float32 pixels, [h, w] bool validity)`; invalid where any band is masked
@@ -151,22 +161,30 @@ class WindowReader:
     for band in bands:
       uri, index = (uris[band], 1) if len(uris) > 1 else (uris[0], band + 1)
       with reading(uri, f"band {index}"):
-        src = self._get(uri)
+        src = self._get(uri, grid, resampling)
         data = src.read(index, window=window, out_dtype="float32")
         mask = band_valid(data, src.read_masks(index, window=window), nodata)
       valid = mask if valid is None else valid & mask
       planes.append(data)
     if mask_band is not None:
       with reading(uris[0], f"mask band {mask_band + 1}"):
-        flags = self._get(uris[0]).read(mask_band + 1, window=window)
+        flags = self._get(uris[0], grid).read(mask_band + 1, window=window)
       valid &= ~is_masked(flags, mask_values)
     if mask_uri is not None:
       with reading(mask_uri, "mask"):
-        flags = self._get(mask_uri).read(1, window=window)
+        flags = self._get(mask_uri, grid).read(1, window=window)
       valid &= ~is_masked(flags, mask_values)
     return np.stack(planes, axis=-1), valid
 
   def close(self) -> None:
     for src in self._open.values():
-      src.close()
+      _close(src)
     self._open.clear()
+
+
+def _close(src) -> None:
+  """Closes a file, or a WarpedVRT and the file under it."""
+  under = getattr(src, "src_dataset", None)
+  src.close()
+  if under is not None:
+    under.close()

@@ -15,7 +15,7 @@ from changesweep.pipeline.elements import ChipFailure
 from changesweep.pipeline.listing import ListCaptures
 from changesweep.pipeline.metrics import inc_counter
 from changesweep.pipeline.history import ScoreAgainstHistory
-from changesweep.pipeline.pairing import PairConsecutive
+from changesweep.pipeline.pairing import GridOptions, PairConsecutive
 from changesweep.pipeline.usability import MaskSpec
 from changesweep.pipeline.progress import ReportProgress
 from changesweep.pipeline.scoring import (ScoreChips, capped_batch_size, make_model_handler,
@@ -60,6 +60,7 @@ class SweepConfig:
   max_regions: int = 20
   max_polygons: int = 1000
   dry_run: bool = False
+  grids: GridOptions = GridOptions()
   min_region_pixels: int = 4
   write_maps: bool = True
   run_id: str = "sweep"
@@ -177,7 +178,7 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
   files, dead_listing = p | "ListCaptures" >> ListCaptures(cfg.input, cfg.layout, cfg.manifest,
                                                            cfg.masks)
   pairs, firsts, dead_pairing, records = files | "PairConsecutive" >> PairConsecutive(
-      cfg.bands, cfg.min_usable_fraction, cfg.max_bands)
+      cfg.bands, cfg.min_usable_fraction, cfg.max_bands, cfg.grids)
   state = None
   if cfg.state or cfg.since or cfg.force:
     if cfg.state:
@@ -248,7 +249,7 @@ def planned_row(pair, chip_size: int, overlap: int, run_id: str) -> dict:
   return {"pair_id": pair.pair_id, "location": pair.location,
           "before_captured_at": pair.before.captured_at,
           "after_captured_at": pair.after.captured_at, "before_uri": pair.before.uri,
-          "after_uri": pair.after.uri, "height": pair.after.height, "width": pair.after.width,
+          "after_uri": pair.after.uri, "height": pair.height, "width": pair.width,
           "num_chips": len(plan_chips(pair, chip_size, overlap)), "run_id": run_id}
 
 
