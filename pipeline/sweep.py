@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import datetime as dt
 
 import apache_beam as beam
@@ -11,11 +12,12 @@ from changesweep.model.format import ModelInfo
 from changesweep.pipeline import aggregate, dataflow, geoio, incremental, pair_summary
 from changesweep.pipeline.bigquery import WriteRowsToBigQuery
 from changesweep.pipeline.chips import ReadChips, plan_chips
-from changesweep.pipeline.elements import ChipFailure
+from changesweep.pipeline.elements import ChipFailure, Pair
 from changesweep.pipeline.listing import ListCaptures
 from changesweep.pipeline.metrics import inc_counter
 from changesweep.pipeline.history import ScoreAgainstHistory
 from changesweep.pipeline.pairing import GridOptions, PairConsecutive
+from changesweep.transforms.bands import BandError, resolve_bands
 from changesweep.pipeline.usability import MaskSpec
 from changesweep.pipeline.progress import ReportProgress
 from changesweep.pipeline.scoring import (ScoreChips, capped_batch_size, make_model_handler,
@@ -45,6 +47,8 @@ class SweepConfig:
       pixels than this share are unusable.
     history: a previous sweep's output (or history files) to score pairs against.
     dry_run: list and pair only (headers and the decimated usability read); no chip, no model.
+    extra_models: fixed-band models tried first, per pair (the first whose bands both captures
+      have scores it); `model`, an any-band model, scores the rest.
   """
   output: str
   model: ModelInfo
@@ -61,6 +65,7 @@ class SweepConfig:
   max_polygons: int = 1000
   dry_run: bool = False
   grids: GridOptions = GridOptions()
+  extra_models: tuple = ()
   min_region_pixels: int = 4
   write_maps: bool = True
   run_id: str = "sweep"
@@ -172,33 +177,39 @@ def _score_any_band(cfg: SweepConfig, pairs, tasks):
       handler, cfg.chip_size, cfg.max_bands, archive, cfg.masks.values)
 
 
-def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
-  """Adds the sweep to `p`. Returns the output PCollections by table name."""
-  size, nbands = cfg.chip_size, len(cfg.bands)
-  files, dead_listing = p | "ListCaptures" >> ListCaptures(cfg.input, cfg.layout, cfg.manifest,
-                                                           cfg.masks)
-  pairs, firsts, dead_pairing, records = files | "PairConsecutive" >> PairConsecutive(
-      cfg.bands, cfg.min_usable_fraction, cfg.max_bands, cfg.grids)
-  state = None
-  if cfg.state or cfg.since or cfg.force:
-    if cfg.state:
-      state = p | "ReadState" >> incremental.ReadState(cfg.state)
-    pairs, firsts = (pairs, firsts) | "SelectNewPairs" >> incremental.SelectNewPairs(
-        state, cfg.since, cfg.force)
-  if cfg.dry_run:
-    return _write_dry_run(cfg, pairs, firsts, (dead_listing, dead_pairing))
-  import tensorflow_transform.beam as tft_beam  # only a real run needs TensorFlow
+def pick_model(pair: Pair, fixed: tuple) -> tuple[int, Pair]:
+  """The first fixed-band model whose bands both captures have, with the pair's band positions
+  for it; else the last branch (the any-band model) and the pair as paired."""
+  from changesweep.pipeline.band_slots import identities
 
-  with tft_beam.Context(temp_dir=temp_dir):
-    if cfg.accelerator:
-      _ = p | "CheckGpu" >> dataflow.CheckGpu(cfg.accelerator if cfg.gpu_hints else None)
+  for i, model in enumerate(fixed):
+    try:
+      before = resolve_bands(model.bands, identities(pair.before))
+      after = resolve_bands(model.bands, identities(pair.after))
+    except BandError:
+      continue
+    return i, pair._replace(before_bands=tuple(before), after_bands=tuple(after), band_names=(),
+                            band_codes=())
+  return len(fixed), pair
+
+
+class ScoreAndAggregate(beam.PTransform):
+  """Pairs -> chips scored by one model -> chip rows, pair rows, regions and dead letters."""
+
+  def __init__(self, cfg: SweepConfig):
+    super().__init__()
+    self.cfg = cfg
+
+  def expand(self, pairs):
+    cfg = self.cfg
+    size = cfg.chip_size
     tasks = (pairs
              | "PlanChips" >> beam.FlatMap(plan_chips, size, cfg.chip_overlap)
              | "ReshuffleChips" >> beam.Reshuffle())
     if cfg.max_bands:
       scores, read_failed, dlq = _score_any_band(cfg, pairs, tasks)
     else:
-      scores, read_failed, dlq = _score_fixed_bands(cfg, p, tasks)
+      scores, read_failed, dlq = _score_fixed_bands(cfg, pairs.pipeline, tasks)
     failures = ((read_failed | "KeyReadFailures" >> beam.Map(lambda f: (f.pair_id, f)),
                  dlq.failed_inferences | "KeyInferenceFailures" >> beam.FlatMap(
                      _inference_failures))
@@ -217,7 +228,47 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
     rows = joined | "FinishPairs" >> beam.ParDo(aggregate.FinishPair(
         size, cfg.chip_overlap, cfg.model.threshold, maps_root, run, cfg.max_regions,
         cfg.min_region_pixels, cfg.max_polygons)).with_outputs("dead", "regions", main="pairs")
-    _ = scores | "Progress[chips]" >> ReportProgress("chips", tasks)
+    return {"pairs": rows.pairs, "dead": rows.dead, "regions": rows.regions,
+            "chips": reduced.chips, "scores": scores, "tasks": tasks}
+
+
+def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
+  """Adds the sweep to `p`. Returns the output PCollections by table name."""
+  files, dead_listing = p | "ListCaptures" >> ListCaptures(cfg.input, cfg.layout, cfg.manifest,
+                                                           cfg.masks)
+  pairs, firsts, dead_pairing, records = files | "PairConsecutive" >> PairConsecutive(
+      cfg.bands, cfg.min_usable_fraction, cfg.max_bands, cfg.grids)
+  state = None
+  if cfg.state or cfg.since or cfg.force:
+    if cfg.state:
+      state = p | "ReadState" >> incremental.ReadState(cfg.state)
+    pairs, firsts = (pairs, firsts) | "SelectNewPairs" >> incremental.SelectNewPairs(
+        state, cfg.since, cfg.force)
+  if cfg.dry_run:
+    return _write_dry_run(cfg, pairs, firsts, (dead_listing, dead_pairing))
+  import tensorflow_transform.beam as tft_beam  # only a real run needs TensorFlow
+
+  with tft_beam.Context(temp_dir=temp_dir):
+    if cfg.accelerator:
+      _ = p | "CheckGpu" >> dataflow.CheckGpu(cfg.accelerator if cfg.gpu_hints else None)
+    branches = [(cfg, pairs)]
+    if cfg.extra_models:
+      parts = pairs | "PickModel" >> beam.Partition(
+          lambda pair, n: pick_model(pair, cfg.extra_models)[0], len(cfg.extra_models) + 1)
+      branches = [(dataclasses.replace(cfg, model=m, bands=tuple(m.bands), extra_models=()),
+                   parts[i] | f"ReadBands[{m.model_id}]" >> beam.Map(
+                       lambda pair, m=m: pick_model(pair, (m,))[1]))
+                  for i, m in enumerate(cfg.extra_models)]
+      branches.append((dataclasses.replace(cfg, extra_models=()), parts[-1]))
+    outs = [branch_pairs | f"Score[{c.model.model_id}]" >> ScoreAndAggregate(c)
+            for c, branch_pairs in branches]
+
+    def flat(name):
+      return [o[name] for o in outs] | f"Flatten[{name}]" >> beam.Flatten()
+
+    rows = types.SimpleNamespace(pairs=flat("pairs"), dead=flat("dead"), regions=flat("regions"))
+    chip_rows = flat("chips")
+    _ = flat("scores") | "Progress[chips]" >> ReportProgress("chips", flat("tasks"))
     _ = rows.pairs | "Progress[pairs]" >> ReportProgress("pairs", pairs)
   run_id = cfg.run_id
   dead = ((dead_listing, dead_pairing, rows.dead)
@@ -227,7 +278,7 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
   first_rows = firsts | "FirstCaptureRows" >> beam.Map(lambda f: {**f.to_row(), "run_id": run_id})
   pair_rows, history_rows = ((rows.pairs, records)
                              | "ScoreAgainstHistory" >> ScoreAgainstHistory(cfg.history, run_id))
-  out = {"pairs": pair_rows, "chips": reduced.chips, "first_captures": first_rows,
+  out = {"pairs": pair_rows, "chips": chip_rows, "first_captures": first_rows,
          "dead_letter": dead, "history": history_rows}
   for table, pcoll in out.items():
     pcoll | f"Write[{table}]" >> WriteTable(cfg.output, table, cfg.num_shards,

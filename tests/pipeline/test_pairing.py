@@ -1,6 +1,7 @@
 import random
 
 import pytest
+import rasterio
 
 from changesweep.pipeline.elements import DeadLetter, Pair
 from changesweep.pipeline.listing import CaptureFile
@@ -65,11 +66,26 @@ def test_tie_in_time_keeps_one_and_dead_letters_the_other():
   assert len(dead) == 1 and dead[0].uri == "/a/loc/b.tif" and "same location and capture time" in dead[0].reason
 
 
-def test_grid_mismatch_dead_letters_the_pair_and_the_series_goes_on():
-  other = META._replace(height=11)
-  files = [capture("2020-01-01"), capture("2020-02-01", meta=other), capture("2020-03-01", meta=other)]
+def test_a_capture_on_another_grid_is_paired_on_the_earlier_grid():
+  utm = META._replace(crs=rasterio.crs.CRS.from_epsg(32633).to_wkt(),
+                      transform=(10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0))
+  other = utm._replace(height=11, transform=(10.0, 0.0, 500030.0, 0.0, -10.0, 4000000.0))
+  files = [capture("2020-01-01", meta=utm), capture("2020-02-01", meta=other)]
+  pairs, _, dead = split(pair_series("loc", files, BANDS))
+  assert not dead and len(pairs) == 1
+  pair = pairs[0]
+  assert pair.grid.warp_after and not pair.grid.warp_before
+  assert (pair.height, pair.width, pair.transform) == (10, 12, utm.transform)
+  assert 0.7 < pair.grid.overlap_fraction < 1.0 and pair.grid.resampling == "bilinear"
+
+
+def test_grids_that_cannot_be_compared_dead_letter_the_pair_and_the_series_goes_on():
+  no_crs = META._replace(crs="", transform=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0))
+  other = no_crs._replace(height=11)
+  files = [capture("2020-01-01", meta=no_crs), capture("2020-02-01", meta=other),
+           capture("2020-03-01", meta=other)]
   pairs, firsts, dead = split(pair_series("loc", files, BANDS))
-  assert len(dead) == 1 and "shape 11x12" in dead[0].reason and dead[0].pair_id
+  assert len(dead) == 1 and "georeference" in dead[0].reason and dead[0].pair_id
   assert [(p.before.captured_at[:7], p.after.captured_at[:7]) for p in pairs] == [("2020-02", "2020-03")]
 
 
