@@ -370,9 +370,11 @@ def apply_nuisance(x: np.ndarray, codes: Sequence[float], kind: str,
 
 def any_nuisance_check(scorer: AnyBandScorer, records, size: int, threshold: float,
                        bands: Sequence[str] | None, overlap: int = 32, seed: int = 0,
-                       kinds: Sequence[str] = NUISANCES, log=None) -> dict:
-  """Pairs every pair's before capture with itself after each nuisance (its own per-capture
-  statistics) and reports the fraction of pixels flagged (`p >= threshold`)."""
+                       kinds: Sequence[str] = NUISANCES, log=None,
+                       archive: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+  """Pairs every pair's before capture with itself after each nuisance and reports the
+  fraction of pixels flagged (`p >= threshold`). Each capture gets its own per-capture
+  statistics, or both the `archive` statistics (those of the unchanged archive)."""
   from changesweep.transforms import normalization as norm
   rng = np.random.default_rng(seed)
   out = {}
@@ -381,7 +383,10 @@ def any_nuisance_check(scorer: AnyBandScorer, records, size: int, threshold: flo
     for r in records:
       x, codes = load_any_capture(r.before, bands, scorer.max_bands)
       y = apply_nuisance(x, codes, kind, rng)
-      fn = scorer.prob_fn(codes, norm.capture_stats(x, codes), norm.capture_stats(y, codes))
+      if archive is not None:
+        fn = scorer.prob_fn(codes, archive, archive)
+      else:
+        fn = scorer.prob_fn(codes, norm.capture_stats(x, codes), norm.capture_stats(y, codes))
       prob = predict_scene(fn, scorer.pad(x), scorer.pad(y), size, overlap)
       flagged += int(np.count_nonzero(prob >= threshold))
       total += prob.size
@@ -448,9 +453,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                       choices=("model", "pair", "capture", "capture_robust", "archive"),
                       help="fixed-band models: model (default; raw pixels through "
                            "serving_default), pair or capture (z-scores, normalized "
-                           "signature). Any-band models: capture_robust (default; the "
-                           "sweep's per-capture statistics) or archive (mean/std over every "
-                           "capture of the manifest)")
+                           "signature). Any-band models (default: the model's own "
+                           "`normalization`): capture_robust (per-capture median/MAD) or "
+                           "archive (per-band mean/std over every capture of the manifest, "
+                           "as the sweep's archive statistics)")
   parser.add_argument("--nuisance", action="store_true",
                       help="also pair each before capture with itself after nuisance changes "
                            "and report the fraction of pixels flagged (should be < 1%%); "
@@ -500,7 +506,7 @@ def _finish(args, result: dict, info, command: str, band_set: str) -> int:
 
 def _main_any(args, records, info, bands, command: str) -> int:
   from changesweep.model import bandcodes
-  normalization = args.normalization or "capture_robust"
+  normalization = args.normalization or info.raw.get("normalization", "capture_robust")
   if normalization not in ("capture_robust", "archive"):
     raise bandcodes.BandInputError(f"--normalization {normalization} is for fixed-band models; "
                                    "any-band models take capture_robust or archive")
@@ -530,7 +536,7 @@ def _main_any(args, records, info, bands, command: str) -> int:
     print(format_table(result))
   if args.nuisance:
     result["nuisance"] = any_nuisance_check(scorer, records, info.chip_size, threshold, bands,
-                                            overlap=args.overlap, log=print)
+                                            overlap=args.overlap, log=print, archive=archive)
   return _finish(args, result, info, command, band_set)
 
 

@@ -8,6 +8,14 @@
 
 Both signatures take float32 `[batch, S, S, C]` captures and return
 `{"change_prob": float32 [batch, S, S]}`.
+
+Any-band models (`"band_mode": "any"` in metadata.json; absent means fixed bands) keep the
+same layout and format string. Their `serving_default` takes the keyword inputs `ANY_INPUTS`
+(CONTRACT.md): `before`, `after` `[b, S, S, max_bands]` raw values with zeros in empty slots,
+`valid` `[b, S, S]`, and per slot `band_code`, `before_center`, `before_scale`,
+`after_center`, `after_scale` `[b, max_bands]`; `normalized(before, after, band_code)` takes
+already normalised captures. Their `transform_fn/` holds the same normalisation as a
+tf.Transform function without analyzers (`transforms.normalization`).
 """
 from __future__ import annotations
 

@@ -242,6 +242,9 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
           "macs_per_pair": {str(k): v for k, v in macs.items()},
           "train_seconds": round(train_seconds, 1), "total_seconds": None,
           "stopped_by_time_budget": stopped_early, "best_epoch": best["epoch"],
+          "archive_channels": list(anyband.CHANNELS),
+          "archive_mean": None if archive is None else archive[0].tolist(),
+          "archive_std": None if archive is None else archive[1].tolist(),
           "history": history,
       },
       "metrics": {"validation": {"mean_f1": best["f1"], "f1_per_set": best["per_set"],
@@ -269,3 +272,22 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
   log(f"wrote {out} (threshold {metadata['threshold']:.2f}, val mean F1 {best['f1']:.3f}, "
       f"{train_seconds / 60:.1f} min training)")
   return metadata
+
+
+def export_from_checkpoint(run_dir: str, out: str) -> None:
+  """Exports a `--no_export` run (its metadata.json and checkpoint.weights.h5) as a model dir."""
+  from changesweep.model import format as model_format
+  from changesweep.model import network as net
+  with open(os.path.join(run_dir, "metadata.json")) as f:
+    metadata = json.load(f)
+  metadata.pop("format", None)
+  model = net.build_anyband_network(tuple(metadata["training"]["widths"]),
+                                    seed=metadata["training"]["seed"])
+  model.load_weights(os.path.join(run_dir, "checkpoint.weights.h5"))
+  model_format.export_anyband_model_dir(out, model, metadata)
+  shutil.copy(os.path.join(run_dir, "training_log.json"), os.path.join(out, "training_log.json"))
+
+
+if __name__ == "__main__":
+  import sys
+  export_from_checkpoint(sys.argv[1], sys.argv[2])
