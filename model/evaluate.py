@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -125,12 +126,14 @@ class SavedModelScorer:
 def evaluate_pairs(prob_fn: ProbFn, records: list[pair_data.PairRecord], size: int,
                    threshold: float, overlap: int = 32, auc_block: int = 64,
                    log: Callable[[str], None] | None = None,
-                   keep_maps: bool = False, normalise_pairs: bool | str = False) -> dict:
+                   keep_maps: bool = False, normalise_pairs: bool | str = False,
+                   scene_fn: Callable | None = None) -> dict:
   """Runs `prob_fn` over every pair and returns the metrics dictionary (see module doc).
 
   With `normalise_pairs`, each pair is z-scored with its own statistics (`pair_normalise`;
   `"capture"`: each capture with its own) before `prob_fn` (which must then take normalised
-  chips).
+  chips). `scene_fn(record) -> Pair-like (label) and prob [H, W]`, when given, replaces the
+  loading and prediction (the any-band path).
   """
   total = pair_metrics.Confusion()
   per_pair = {}
@@ -138,16 +141,19 @@ def evaluate_pairs(prob_fn: ProbFn, records: list[pair_data.PairRecord], size: i
   maps = {}
   for r in records:
     t0 = time.time()
-    pair = pair_data.load_pair(r)
-    before, after = pair.before, pair.after
-    if normalise_pairs:
-      before, after = pair_normalise(before, after, normalise_pairs == "capture")
-    prob = predict_scene(prob_fn, before, after, size, overlap)
-    conf = pair_metrics.Confusion().add(prob > threshold, pair.label)
+    if scene_fn is not None:
+      pair, prob = scene_fn(r)
+    else:
+      pair = pair_data.load_pair(r)
+      before, after = pair.before, pair.after
+      if normalise_pairs:
+        before, after = pair_normalise(before, after, normalise_pairs == "capture")
+      prob = predict_scene(prob_fn, before, after, size, overlap)
+    conf = pair_metrics.Confusion().add(prob >= threshold, pair.label)
     total = total + conf
     scores = conf.scores()
     known = pair.label >= 0
-    scores["changed_fraction_predicted"] = float((prob[known] > threshold).mean())
+    scores["changed_fraction_predicted"] = float((prob[known] >= threshold).mean())
     scores["changed_fraction_true"] = float((pair.label[known] == 1).mean())
     scores["scene_score"] = float(prob[known].mean())
     per_pair[r.pair_id] = scores
@@ -185,7 +191,7 @@ def nuisance_check(prob_fn: ProbFn, records: list[pair_data.PairRecord], size: i
   for r in records:
     before = pair_data.read_raster(r.before)
     prob = predict_scene(prob_fn, before, pair_data.raw_nuisance(before, rng), size, overlap)
-    n = int(np.count_nonzero(prob > threshold))
+    n = int(np.count_nonzero(prob >= threshold))
     per_pair[r.pair_id] = n / prob.size
     flagged += n
     total += prob.size
@@ -207,53 +213,355 @@ def format_table(result: dict) -> str:
   return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- any-band models
+
+DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shipped",
+                             "changesweep-anyband-s2-v1")
+NUISANCES = ("brightness", "gamma", "noise", "shift", "haze")
+
+
+class AnyBandScorer:
+  """Scores chips with an any-band model's `serving_default` (per-capture statistics in)."""
+
+  def __init__(self, model_dir: str):
+    from changesweep.model import format as model_format
+    self.info = model_format.read_model_info(model_dir)
+    self.module = model_format.load_saved_model(self.info)
+    self.fn = self.module.signatures["serving_default"]
+    self.max_bands = self.info.max_bands
+
+  def pad(self, x: np.ndarray) -> np.ndarray:
+    """`[..., C]` -> `[..., max_bands]` with zeros in the empty slots."""
+    extra = self.max_bands - x.shape[-1]
+    return np.concatenate([x, np.zeros(x.shape[:-1] + (extra,), np.float32)], -1)
+
+  def prob_fn(self, codes, before_stats, after_stats) -> ProbFn:
+    """`(before, after) -> prob` over padded chips, with this pair's codes and statistics."""
+    import tensorflow as tf
+    k = self.max_bands
+
+    def vec(v, fill):
+      out = np.full(k, fill, np.float32)
+      out[:len(v)] = v
+      return out
+
+    code = vec(codes, 0.0)
+    extra = {"band_code": code, "before_center": vec(before_stats[0], 0.0),
+             "before_scale": vec(before_stats[1], 1.0), "after_center": vec(after_stats[0], 0.0),
+             "after_scale": vec(after_stats[1], 1.0)}
+
+    def run(b: np.ndarray, a: np.ndarray) -> np.ndarray:
+      n = len(b)
+      present = code[:b.shape[-1]] != 0
+      finite = (np.isfinite(b[..., present]).all(-1) & np.isfinite(a[..., present]).all(-1))
+      feed = {key: tf.constant(np.tile(v[None], (n, 1))) for key, v in extra.items()}
+      out = self.fn(before=tf.constant(b), after=tf.constant(a),
+                    valid=tf.constant(finite.astype(np.float32)), **feed)
+      return out["change_prob"].numpy()
+
+    return run
+
+
+def load_any_capture(paths, bands: Sequence[str] | None, max_bands: int
+                     ) -> tuple[np.ndarray, list[float]]:
+  """A capture's pixels and band codes as the any-band model reads them.
+
+  Raises:
+    bandcodes.BandInputError: the bands cannot be named, or there are more than `max_bands`.
+  """
+  from changesweep.model import bandcodes
+  pixels, names, driver = bandcodes.read_capture(paths)
+  if bands and all(bandcodes.band_code(n) is None for n in names) and len(bands) == len(names) \
+      and not any(b.strip().lower() in bandcodes.INDEX_NAMES for b in bands):
+    names = list(bands)  # --bands names an unnamed file's bands
+    bands = None
+  codes = bandcodes.capture_codes(names, driver)
+  if bands:
+    pixels, codes = bandcodes.select_bands(pixels, codes, bands)
+  if len(codes) > max_bands:
+    raise bandcodes.BandInputError(
+        f"capture has {len(codes)} bands; the model reads at most {max_bands}: choose with "
+        "--bands")
+  return pixels, codes
+
+
+def any_scene_fn(scorer: AnyBandScorer, size: int, overlap: int,
+                 bands: Sequence[str] | None, normalization: str = "capture_robust",
+                 archive: tuple[np.ndarray, np.ndarray] | None = None) -> Callable:
+  """`record -> (Pair, prob)` for `evaluate_pairs`: read, resolve, normalise per capture."""
+  from changesweep.model import bandcodes
+  from changesweep.transforms import normalization as norm
+
+  def scene(r: pair_data.PairRecord):
+    before, codes = load_any_capture(r.before, bands, scorer.max_bands)
+    after, codes_after = load_any_capture(r.after, bands, scorer.max_bands)
+    if codes != codes_after:
+      raise bandcodes.BandInputError(
+          f"pair {r.pair_id!r}: before has bands {bandcodes.describe(codes)}, after "
+          f"{bandcodes.describe(codes_after)}")
+    if before.shape != after.shape:
+      raise bandcodes.BandInputError(f"pair {r.pair_id!r}: before {before.shape} != after "
+                                     f"{after.shape}")
+    label = pair_data.read_mask(r.mask, r.change_value, r.nochange_value)
+    if normalization == "archive":
+      sb = sa = archive
+    else:
+      sb, sa = norm.capture_stats(before, codes), norm.capture_stats(after, codes)
+    fn = scorer.prob_fn(codes, sb, sa)
+    prob = predict_scene(fn, scorer.pad(before), scorer.pad(after), size, overlap)
+    scene.codes = codes
+    return pair_data.Pair(r.pair_id, before, after, label), prob
+
+  scene.codes = None
+  return scene
+
+
+def archive_statistics(records, bands, max_bands) -> tuple[np.ndarray, np.ndarray]:
+  """Per-band mean and std over every capture of a manifest (the sweep's archive mode)."""
+  sums = sq = None
+  n = 0
+  for r in records:
+    for paths in (r.before, r.after):
+      x, _ = load_any_capture(paths, bands, max_bands)
+      x = x.reshape(-1, x.shape[-1]).astype(np.float64)
+      x = x[np.isfinite(x).all(1)]
+      sums = x.sum(0) if sums is None else sums + x.sum(0)
+      sq = (x * x).sum(0) if sq is None else sq + (x * x).sum(0)
+      n += len(x)
+  mean = sums / n
+  std = np.sqrt(np.maximum(sq / n - mean ** 2, 1e-12))
+  return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
+
+
+def apply_nuisance(x: np.ndarray, codes: Sequence[float], kind: str,
+                   rng: np.random.Generator) -> np.ndarray:
+  """One nuisance of the issue's list, in 8-bit units of the capture.
+
+  8-bit data is used as it is; indices ([-1, 1]) map to 0..255 linearly; other data (DNs,
+  reflectance) map 0..R to 0..255 with R the 99.5th percentile of the capture. Nuisances:
+  brightness x1.15 + 12, gamma 0.8, Gaussian noise of sigma 4, a 1-pixel shift, and 15% haze
+  towards 200.
+  """
+  finite = x[np.isfinite(x)]
+  if all(c == -2.0 for c in codes) or (finite.size and finite.min() >= -1.0 and
+                                       finite.max() <= 1.0):
+    lo, span = -1.0, 2.0
+  elif finite.size and finite.max() <= 255.0:
+    lo, span = 0.0, 255.0
+  else:
+    lo, span = 0.0, float(np.percentile(finite, 99.5)) if finite.size else 1.0
+  u = (x - lo) / span * 255.0
+  if kind == "brightness":
+    u = u * 1.15 + 12.0
+  elif kind == "gamma":
+    u = 255.0 * (np.maximum(u, 0.0) / 255.0) ** 0.8
+  elif kind == "noise":
+    u = u + rng.normal(0.0, 4.0, u.shape)
+  elif kind == "shift":
+    u = pair_data.shift_image(u, 0, 1)
+  elif kind == "haze":
+    u = 0.85 * u + 0.15 * 200.0
+  else:
+    raise ValueError(f"unknown nuisance {kind!r}")
+  if span == 255.0 and lo == 0.0:
+    u = np.clip(u, 0.0, 255.0)
+  return (u / 255.0 * span + lo).astype(np.float32)
+
+
+def any_nuisance_check(scorer: AnyBandScorer, records, size: int, threshold: float,
+                       bands: Sequence[str] | None, overlap: int = 32, seed: int = 0,
+                       kinds: Sequence[str] = NUISANCES, log=None,
+                       archive: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+  """Pairs every pair's before capture with itself after each nuisance and reports the
+  fraction of pixels flagged (`p >= threshold`). Each capture gets its own per-capture
+  statistics, or both the `archive` statistics (those of the unchanged archive)."""
+  from changesweep.transforms import normalization as norm
+  rng = np.random.default_rng(seed)
+  out = {}
+  for kind in kinds:
+    flagged = total = 0
+    for r in records:
+      x, codes = load_any_capture(r.before, bands, scorer.max_bands)
+      y = apply_nuisance(x, codes, kind, rng)
+      if archive is not None:
+        fn = scorer.prob_fn(codes, archive, archive)
+      else:
+        fn = scorer.prob_fn(codes, norm.capture_stats(x, codes), norm.capture_stats(y, codes))
+      prob = predict_scene(fn, scorer.pad(x), scorer.pad(y), size, overlap)
+      flagged += int(np.count_nonzero(prob >= threshold))
+      total += prob.size
+    out[kind] = flagged / max(total, 1)
+    if log:
+      log(f"nuisance {kind}: {out[kind]:.4%} of pixels flagged")
+  return {"flagged_fraction": out, "max_flagged_fraction": max(out.values()), "seed": seed}
+
+
+def record_row(path: str, model_id: str, name: str, band_set: str, command: str,
+               result: dict) -> None:
+  """Adds (or replaces) one row in a model directory's eval.json."""
+  doc = {"model_id": model_id, "rows": [], "nuisance": {}}
+  if os.path.exists(path):
+    with open(path) as f:
+      doc = json.load(f)
+  o = result["overall"]
+  row = {"name": name, "band_set": band_set, "command": command, "pairs": result["pairs"],
+         "normalization": result["normalization"], "threshold": result["threshold"],
+         "metrics": {k: o[k] for k in ("f1", "precision", "recall", "iou", "kappa",
+                                       "overall_accuracy")},
+         "scene_roc_auc": result.get("scene_roc_auc"),
+         "per_pair_f1": {k: v["f1"] for k, v in result["per_pair"].items()}}
+  doc["rows"] = [r for r in doc["rows"] if r["name"] != name] + [row]
+  if "nuisance" in result:
+    doc.setdefault("nuisance", {})[name] = {"band_set": band_set, "command": command,
+                                            **result["nuisance"]}
+  with open(path, "w") as f:
+    json.dump(doc, f, indent=2)
+    f.write("\n")
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
       prog="changesweep evaluate",
       description="Evaluate a changesweep model directory on a labelled-pair manifest "
                   "(precision, recall, F1, IoU of the change class, overall accuracy, "
-                  "Cohen's kappa over all labelled pixels; per-pair figures; scene ROC-AUC).",
+                  "Cohen's kappa over all labelled pixels; per-pair figures; scene ROC-AUC). "
+                  "A pixel is flagged when its change probability is >= the threshold.",
       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--pairs", required=True, help="labelled-pair manifest CSV")
-  parser.add_argument("--model", required=True, help="model directory (metadata.json, "
-                      "transform_fn/, saved_model/)")
+  parser.add_argument("--model", default=DEFAULT_MODEL,
+                      help="model directory (metadata.json, transform_fn/, saved_model/); "
+                           "default: the shipped any-band model, as the sweep")
   parser.add_argument("--data_root", default=None,
                       help="directory the manifest's relative paths resolve against "
                            "(default: the manifest's directory)")
+  parser.add_argument("--bands", default=None,
+                      help="any-band models: the bands to feed, by name (B02, nir, ...) or a "
+                           "derived index (NDVI, NDWI, NBR); for an unnamed file, the names "
+                           "of its bands in order. Default: every band, named by its "
+                           "description (one unnamed band: unknown identity; 3-band "
+                           "PNG/JPEG: red, green, blue)")
   parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+  parser.add_argument("--record", default=None,
+                      help="add the result as one row (with this command) to this eval.json")
+  parser.add_argument("--name", default=None, help="row name for --record")
   parser.add_argument("--threshold", type=float, default=None,
                       help="override the model's threshold (default: metadata threshold)")
   parser.add_argument("--overlap", type=int, default=32, help="chip overlap in pixels")
   parser.add_argument("--auc_block", type=int, default=64,
                       help="block size for the block-level ROC-AUC fallback")
-  parser.add_argument("--normalization", choices=("model", "pair", "capture"), default="model",
-                      help="model: raw pixels through serving_default (the model's own "
-                           "tf.Transform statistics); pair: z-score each pair with its own "
-                           "per-band statistics over both captures and call the normalized "
-                           "signature (what the sweep does with archive statistics, e.g. for "
-                           "Sentinel-2 DNs); capture: z-score each capture with its own")
+  parser.add_argument("--normalization", default=None,
+                      choices=("model", "pair", "capture", "capture_robust", "archive"),
+                      help="fixed-band models: model (default; raw pixels through "
+                           "serving_default), pair or capture (z-scores, normalized "
+                           "signature). Any-band models (default: the model's own "
+                           "`normalization`): capture_robust (per-capture median/MAD) or "
+                           "archive (per-band mean/std over every capture of the manifest, "
+                           "as the sweep's archive statistics)")
   parser.add_argument("--nuisance", action="store_true",
-                      help="also pair each before capture with itself after a nuisance change "
-                           "(brightness/contrast, noise, 1-px shift) and report the fraction "
-                           "of pixels flagged (should be < 1%%)")
+                      help="also pair each before capture with itself after nuisance changes "
+                           "and report the fraction of pixels flagged (should be < 1%%); "
+                           "any-band models: each of brightness x1.15+12, gamma 0.8, noise "
+                           "sigma 4, 1-px shift, 15%% haze to 200 (8-bit units)")
+  parser.add_argument("--nuisance_only", action="store_true",
+                      help="with --nuisance: skip the labelled evaluation")
   return parser.parse_args(argv)
 
 
+def _fail(message: str) -> int:
+  print(f"changesweep evaluate: error: {message}", file=sys.stderr)
+  return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-  """Entry point of `changesweep evaluate`; returns the exit status."""
-  args = parse_args(sys.argv[1:] if argv is None else argv)
-  records = pair_data.read_manifest(args.pairs, args.data_root)
-  pair_norm = args.normalization != "model"
+  """Entry point of `changesweep evaluate`; returns the exit status (2: unusable input)."""
+  from changesweep.model import bandcodes
+  from changesweep.model import format as model_format
+  argv = sys.argv[1:] if argv is None else argv
+  args = parse_args(argv)
+  command = "changesweep evaluate " + " ".join(argv)
+  try:
+    records = pair_data.read_manifest(args.pairs, args.data_root)
+    info = model_format.read_model_info(args.model)
+  except (FileNotFoundError, ValueError) as e:
+    return _fail(str(e).splitlines()[0])
+  bands = [b.strip() for b in args.bands.split(",") if b.strip()] if args.bands else None
+  try:
+    if info.band_mode == "any":
+      return _main_any(args, records, info, bands, command)
+    return _main_fixed(args, records, info, command)
+  except (bandcodes.BandInputError, model_format.ModelDirError) as e:
+    return _fail(str(e).splitlines()[0])
+
+
+def _finish(args, result: dict, info, command: str, band_set: str) -> int:
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=2)
+      f.write("\n")
+  if args.record:
+    record_row(args.record, info.model_id, args.name or os.path.basename(args.pairs),
+               band_set, command, result)
+  return 0
+
+
+def _main_any(args, records, info, bands, command: str) -> int:
+  from changesweep.model import bandcodes
+  normalization = args.normalization or info.raw.get("normalization", "capture_robust")
+  if normalization not in ("capture_robust", "archive"):
+    raise bandcodes.BandInputError(f"--normalization {normalization} is for fixed-band models; "
+                                   "any-band models take capture_robust or archive")
+  scorer = AnyBandScorer(args.model)
+  threshold = info.threshold if args.threshold is None else args.threshold
+  archive = (archive_statistics(records, bands, scorer.max_bands)
+             if normalization == "archive" else None)
+  scene = any_scene_fn(scorer, info.chip_size, args.overlap, bands, normalization, archive)
+  t0 = time.time()
+  result = {"overall": {k: float("nan") for k in ("f1", "precision", "recall", "iou",
+                                                  "kappa", "overall_accuracy")},
+            "per_pair": {}, "threshold": threshold}
+  if not args.nuisance_only:
+    result = evaluate_pairs(None, records, info.chip_size, threshold, args.overlap,
+                            args.auc_block, log=print, scene_fn=scene)
+    band_set = bandcodes.describe(scene.codes)
+  else:
+    band_set = bandcodes.describe(load_any_capture(records[0].before, bands,
+                                                   scorer.max_bands)[1])
+  result.update({"normalization": normalization, "model_id": info.model_id,
+                 "model_kind": info.kind, "model_dir": args.model, "manifest": args.pairs,
+                 "pairs": len(records), "band_set": band_set, "command": command,
+                 "seconds": round(time.time() - t0, 1)})
+  print(f"model {info.model_id} ({info.kind}, any band set) on {args.pairs}: {len(records)} "
+        f"pairs, bands {band_set}")
+  if not args.nuisance_only:
+    print(format_table(result))
+  if args.nuisance:
+    result["nuisance"] = any_nuisance_check(scorer, records, info.chip_size, threshold, bands,
+                                            overlap=args.overlap, log=print, archive=archive)
+  return _finish(args, result, info, command, band_set)
+
+
+def _main_fixed(args, records, info, command: str) -> int:
+  from changesweep.model import bandcodes
+  normalization = args.normalization or "model"
+  if normalization not in ("model", "pair", "capture"):
+    raise bandcodes.BandInputError(f"--normalization {normalization} is for any-band models")
+  want = len(info.bands)
+  for r in records[:1]:
+    have = pair_data.read_raster(r.before).shape[-1]
+    if have != want:
+      raise bandcodes.BandInputError(
+          f"model {info.model_id} reads {want} bands {list(info.bands)}; pair {r.pair_id!r} "
+          f"has {have}: use an any-band model (the default --model) or choose its bands")
+  pair_norm = normalization != "model"
   scorer = SavedModelScorer(args.model, "normalized" if pair_norm else "serving_default")
-  info = scorer.info
   threshold = info.threshold if args.threshold is None else args.threshold
   t0 = time.time()
   result = evaluate_pairs(scorer, records, info.chip_size, threshold, args.overlap,
                           args.auc_block, log=print,
-                          normalise_pairs=args.normalization if pair_norm else False)
-  result["normalization"] = args.normalization
+                          normalise_pairs=normalization if pair_norm else False)
+  result["normalization"] = normalization
   result.update({"model_id": info.model_id, "model_kind": info.kind, "model_dir": args.model,
-                 "manifest": args.pairs, "pairs": len(records),
+                 "manifest": args.pairs, "pairs": len(records), "command": command,
                  "seconds": round(time.time() - t0, 1)})
   print(f"model {info.model_id} ({info.kind}) on {args.pairs}: {len(records)} pairs")
   print(format_table(result))
@@ -262,11 +570,7 @@ def main(argv: list[str] | None = None) -> int:
                                         overlap=args.overlap)
     print(f"nuisance check: {result['nuisance']['flagged_fraction']:.4%} of pixels flagged "
           f"on captures paired with themselves after brightness/contrast, noise, 1-px shift")
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(result, f, indent=2)
-      f.write("\n")
-  return 0
+  return _finish(args, result, info, command, ",".join(info.bands))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,14 @@
 
 Both signatures take float32 `[batch, S, S, C]` captures and return
 `{"change_prob": float32 [batch, S, S]}`.
+
+Any-band models (`"band_mode": "any"` in metadata.json; absent means fixed bands) keep the
+same layout and format string. Their `serving_default` takes the keyword inputs `ANY_INPUTS`
+(CONTRACT.md): `before`, `after` `[b, S, S, max_bands]` raw values with zeros in empty slots,
+`valid` `[b, S, S]`, and per slot `band_code`, `before_center`, `before_scale`,
+`after_center`, `after_scale` `[b, max_bands]`; `normalized(before, after, band_code)` takes
+already normalised captures. Their `transform_fn/` holds the same normalisation as a
+tf.Transform function without analyzers (`transforms.normalization`).
 """
 from __future__ import annotations
 
@@ -26,6 +34,10 @@ TRANSFORM_DIR = "transform_fn"
 SAVED_MODEL_DIR = "saved_model"
 OUTPUT_KEY = "change_prob"
 NORMALIZED_SIGNATURE = "normalized"
+BAND_MODES = ("fixed", "any")
+# serving_default inputs of an any-band model (CONTRACT.md), in this order.
+ANY_INPUTS = ("before", "after", "valid", "band_code", "before_center", "before_scale",
+              "after_center", "after_scale")
 _REQUIRED = {"format": str, "model_id": str, "version": str, "kind": str, "bands": list,
              "chip_size": int, "threshold": (int, float)}
 
@@ -58,6 +70,15 @@ class ModelInfo:
   raw: dict
 
   @property
+  def band_mode(self) -> str:
+    """"any" for the any-band model, "fixed" for models that read `bands` in that order."""
+    return str(self.raw.get("band_mode", "fixed"))
+
+  @property
+  def max_bands(self) -> int:
+    return int(self.raw.get("max_bands", len(self.bands)))
+
+  @property
   def saved_model_dir(self) -> str:
     return os.path.join(self.path, SAVED_MODEL_DIR)
 
@@ -85,6 +106,13 @@ def validate_metadata(meta: Any, where: str = "metadata.json") -> None:
     raise ModelDirError(f"{where}: chip_size {meta['chip_size']} is outside 8..4096")
   if not 0.0 <= float(meta["threshold"]) <= 1.0:
     raise ModelDirError(f"{where}: threshold {meta['threshold']} is outside 0..1")
+  if meta.get("band_mode", "fixed") not in BAND_MODES:
+    raise ModelDirError(f"{where}: band_mode {meta['band_mode']!r} is not one of {BAND_MODES}")
+  if meta.get("band_mode") == "any":
+    max_bands = meta.get("max_bands")
+    if not isinstance(max_bands, int) or isinstance(max_bands, bool) or not 1 <= max_bands <= 64:
+      raise ModelDirError(f"{where}: an any-band model needs an integer max_bands (1..64), "
+                          f"got {max_bands!r}")
 
 
 def read_model_info(path: str) -> ModelInfo:
@@ -218,6 +246,79 @@ def export_model_dir(out_dir: str, network, transform_dir: str, metadata: dict) 
   os.makedirs(out_dir)
   shutil.copytree(transform_dir, os.path.join(out_dir, TRANSFORM_DIR))
   module = _ChangeModule(network, os.path.join(out_dir, TRANSFORM_DIR), chip_size, num_bands)
+  tf.saved_model.save(module, os.path.join(out_dir, SAVED_MODEL_DIR), signatures={
+      "serving_default": module.serving_default,
+      NORMALIZED_SIGNATURE: module.normalized,
+  })
+  with open(os.path.join(out_dir, METADATA_FILE), "w") as f:
+    json.dump(metadata, f, indent=2, sort_keys=True)
+    f.write("\n")
+  return read_model_info(out_dir)
+
+
+class _AnyBandModule(tf.Module):
+  """The exported any-band module: per-capture normalisation + network, one signature.
+
+  `serving_default` runs the band stem only on the occupied slots (up to the last slot with a
+  non-zero band_code in the batch), so a 1-band capture costs a 1-band forward pass.
+  """
+
+  def __init__(self, network, chip_size: int, max_bands: int):
+    super().__init__(name="changesweep_anyband_model")
+    from changesweep.transforms.normalization import normalize_tf
+
+    self.network = network
+    image = tf.TensorSpec([None, chip_size, chip_size, max_bands], tf.float32)
+    mask = tf.TensorSpec([None, chip_size, chip_size], tf.float32)
+    per_band = tf.TensorSpec([None, max_bands], tf.float32)
+
+    def occupied(band_code):
+      present = tf.cast(tf.not_equal(band_code, 0.0), tf.int32)
+      last = tf.reduce_max(present * tf.range(1, max_bands + 1)[None, :])
+      return tf.maximum(last, 1)
+
+    def probabilities(before, after, band_code):
+      k = occupied(band_code)
+      logit = network([before[..., :k], after[..., :k], band_code[:, :k]], training=False)
+      return tf.sigmoid(tf.cast(logit, tf.float32))
+
+    @tf.function(input_signature=[image, image, per_band])
+    def normalized(before, after, band_code):
+      return {OUTPUT_KEY: probabilities(before, after, band_code)}
+
+    @tf.function(input_signature=[image, image, mask, per_band, per_band, per_band, per_band,
+                                  per_band])
+    def serving_default(before, after, valid, band_code, before_center, before_scale,
+                        after_center, after_scale):
+      keep = tf.cast(valid > 0.5, tf.float32)
+      zb = normalize_tf(before, before_center, before_scale, band_code) * keep[..., None]
+      za = normalize_tf(after, after_center, after_scale, band_code) * keep[..., None]
+      return {OUTPUT_KEY: probabilities(zb, za, band_code) * keep}
+
+    self.normalized = normalized
+    self.serving_default = serving_default
+
+
+def export_anyband_model_dir(out_dir: str, network, metadata: dict) -> ModelInfo:
+  """Writes an any-band model directory (metadata `band_mode: "any"`) and returns its info.
+
+  Args:
+    out_dir: the directory to create (replaced if it exists).
+    network: a Keras model `[before, after, band_code] -> logit [b, S, S]` over normalised
+      captures, accepting any number of band slots.
+    metadata: the metadata fields; `chip_size` and `max_bands` fix the signature's shapes.
+  """
+  from changesweep.transforms import normalization
+
+  metadata = {"format": FORMAT, "band_mode": "any", "normalization": "capture_robust",
+              **metadata}
+  validate_metadata(metadata, "metadata")
+  chip_size, max_bands = metadata["chip_size"], metadata["max_bands"]
+  if os.path.exists(out_dir):
+    shutil.rmtree(out_dir)
+  os.makedirs(out_dir)
+  normalization.write_transform_fn(os.path.join(out_dir, TRANSFORM_DIR), max_bands, chip_size)
+  module = _AnyBandModule(network, chip_size, max_bands)
   tf.saved_model.save(module, os.path.join(out_dir, SAVED_MODEL_DIR), signatures={
       "serving_default": module.serving_default,
       NORMALIZED_SIGNATURE: module.normalized,

@@ -72,18 +72,24 @@ def main(argv: list[str] | None = None) -> int:
       writer.writeheader()
       writer.writerows(rows)
     print(f"wrote {path}: {len(rows)} pairs")
-  # The test cities also have the Sentinel-2 10 m bands as single-band uint16 files.
-  rows = manifest_rows(args.data_root, "test")
-  for row in rows:
-    for column, folder in (("before", "imgs_1"), ("after", "imgs_2")):
-      base = os.path.dirname(row[column])
-      row[column] = ";".join(f"{base}/{folder}/{band}.tif" for band in ("B04", "B03", "B02"))
-  path = os.path.join(args.out, "oscd_test_s2.csv")
-  with open(path, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-  print(f"wrote {path}: {len(rows)} pairs (Sentinel-2 B04;B03;B02 digital numbers)")
+  # The test cities also have all 13 Sentinel-2 bands as single-band uint16 files (10/20/60 m;
+  # readers resample them onto the 10 m grid).
+  variants = {"oscd_test_s2.csv": ("B04", "B03", "B02"),
+              "oscd_test_s2_4.csv": ("B02", "B03", "B04", "B08"),
+              "oscd_test_s2_13.csv": ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08",
+                                      "B8A", "B09", "B10", "B11", "B12")}
+  for name, bands in variants.items():
+    rows = manifest_rows(args.data_root, "test")
+    for row in rows:
+      for column, folder in (("before", "imgs_1"), ("after", "imgs_2")):
+        base = os.path.dirname(row[column])
+        row[column] = ";".join(f"{base}/{folder}/{band}.tif" for band in bands)
+    path = os.path.join(args.out, name)
+    with open(path, "w", newline="") as f:
+      writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+      writer.writeheader()
+      writer.writerows(rows)
+    print(f"wrote {path}: {len(rows)} pairs (Sentinel-2 {';'.join(bands)} digital numbers)")
   return 0
 
 

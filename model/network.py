@@ -193,3 +193,146 @@ def count_macs(widths: Sequence[int] = DEFAULT_WIDTHS, num_bands: int = 3,
     dec += (hw // 4 ** i) * 9 * (w[i + 1] + w[i]) * w[i]
   dec += hw * w[0]
   return 2 * enc + dec
+
+
+# ----------------------------------------------------------------------------- any band set
+
+# Band-embedding frequencies over log-wavelength (0.4 .. 2.5 um spans about 1.8 in ln units).
+_FOURIER_FREQS = (1.0, 2.0, 4.0, 8.0, 16.0)
+# Codes that are not wavelengths (see CONTRACT.md): empty, unknown, index, SAR.
+_SPECIAL_CODES = (0.0, -1.0, -2.0, -3.0)
+ANY_STEM_WIDTH = 16
+
+
+def band_features(band_code):
+  """Fixed features of a band code `[b, K] -> [b, K, F]`.
+
+  Optical bands (code > 0, the centre wavelength in micrometres) get Fourier features of the
+  log-wavelength (nearby bands look alike, as in DOFA's wavelength-conditioned stem); the
+  special codes (unknown, index, SAR) get one-hot indicators that a learned layer maps to their
+  own embedding. Empty slots are all zeros (they are masked out anyway).
+  """
+  code = ops.cast(band_code, "float32")
+  optical = ops.cast(code > 0.0, "float32")
+  t = ops.log(ops.maximum(code, 0.1) / 0.4)
+  feats = [optical]
+  for f in _FOURIER_FREQS:
+    feats += [ops.sin(f * t) * optical, ops.cos(f * t) * optical]
+  for special in _SPECIAL_CODES[1:]:
+    feats.append(ops.cast(ops.abs(code - special) < 0.5, "float32"))
+  return ops.stack(feats, axis=-1)
+
+
+NUM_BAND_FEATURES = 1 + 2 * len(_FOURIER_FREQS) + len(_SPECIAL_CODES) - 1
+
+
+@keras.saving.register_keras_serializable(package="changesweep")
+class BandStem(layers.Layer):
+  """Shared per-band stem, conditioned on the band's identity, pooled over the present bands.
+
+  Every slot is one single-channel image; the same convolutions run on each. After the first
+  convolution the features are modulated (FiLM: `x * (1 + g) + h`) by an embedding of the
+  band code, so one stem reads blue, SWIR, NDVI or SAR differently. The per-band features are
+  then pooled with a masked mean and a masked max over the present slots: the result does not
+  depend on the order or the number of bands (Deep-Sets style aggregation).
+  """
+
+  def __init__(self, width: int = ANY_STEM_WIDTH, embed: int = 32, **kwargs):
+    super().__init__(**kwargs)
+    self.width = width
+    self.embed = embed
+    self.conv1 = layers.Conv2D(width, 3, padding="same", name="band_conv1")
+    self.conv2 = layers.Conv2D(width, 3, padding="same", name="band_conv2")
+    self.emb1 = layers.Dense(embed, activation="relu", name="band_emb1")
+    self.emb2 = layers.Dense(2 * width, name="band_emb2",
+                             kernel_initializer="zeros")
+
+  def build(self, input_shape):
+    self.conv1.build((None, None, None, 1))
+    self.conv2.build((None, None, None, self.width))
+    self.emb1.build((None, NUM_BAND_FEATURES))
+    self.emb2.build((None, self.embed))
+    self.built = True
+
+  def call(self, image, band_code):
+    shape = ops.shape(image)
+    b, h, w, k = shape[0], shape[1], shape[2], shape[3]
+    x = ops.reshape(ops.transpose(image, (0, 3, 1, 2)), (b * k, h, w, 1))
+    x = self.conv1(x)
+    film = self.emb2(self.emb1(band_features(band_code)))  # [b, K, 2W]
+    film = ops.reshape(film, (b * k, 1, 1, 2 * self.width))
+    x = x * (1.0 + film[..., :self.width]) + film[..., self.width:]
+    x = ops.relu(x)
+    x = ops.relu(self.conv2(x))
+    x = ops.reshape(x, (b, k, h, w, self.width))
+    present = ops.cast(ops.not_equal(band_code, 0.0), "float32")[:, :, None, None, None]
+    count = ops.maximum(ops.sum(present, axis=1), 1.0)
+    mean = ops.sum(x * present, axis=1) / count
+    peak = ops.max(x * present - (1.0 - present) * 1e4, axis=1)
+    peak = ops.where(ops.sum(present, axis=1) > 0, peak, ops.zeros_like(peak))
+    return ops.concatenate([mean, peak], axis=-1)
+
+  def get_config(self):
+    return {**super().get_config(), "width": self.width, "embed": self.embed}
+
+
+def build_anyband_network(widths: Sequence[int] = DEFAULT_WIDTHS,
+                          stem_width: int = ANY_STEM_WIDTH, seed: int = 0) -> keras.Model:
+  """The any-band change network: per-band stem + band pooling + the Siamese U-Net.
+
+  Args:
+    widths: Channel widths at scales 1, 1/2, 1/4, 1/8 (as `build_network`).
+    stem_width: Channels of the per-band stem.
+    seed: Seed for weight initialisation.
+
+  Returns:
+    A Keras model `(before [b,H,W,K], after [b,H,W,K], band_code [b,K]) -> logit [b,H,W]`
+    over normalised captures (zeros in empty slots); K may vary from call to call.
+  """
+  keras.utils.set_random_seed(seed)
+  widths = tuple(int(w) for w in widths)
+  before = keras.Input((None, None, None), name="before")
+  after = keras.Input((None, None, None), name="after")
+  code = keras.Input((None,), name="band_code")
+  stem = BandStem(stem_width, name="band_stem")
+  image = keras.Input((None, None, 2 * stem_width), name="pooled")
+  x = _conv_bn_relu(image, widths[0], "stem_proj", kernel=1)
+  feats = []
+  x = _conv_bn_relu(x, widths[0], "enc0a")
+  feats.append(x)
+  for i, w in enumerate(widths[1:], start=1):
+    x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = _conv_bn_relu(x, w, f"enc{i}a")
+    x = _conv_bn_relu(x, w, f"enc{i}b")
+    feats.append(x)
+  encoder = keras.Model(image, feats, name="encoder")
+  fa = encoder(stem(before, code))
+  fb = encoder(stem(after, code))
+  fused = [DiffAttentionFusion(w, name=f"fuse{i}")(a, b)
+           for i, (w, a, b) in enumerate(zip(widths, fa, fb))]
+  x = fused[-1]
+  for i in range(len(widths) - 2, -1, -1):
+    x = Upsample2x(name=f"up{i}")(x)
+    x = layers.Concatenate(name=f"cat{i}")([x, fused[i]])
+    x = _conv_bn_relu(x, widths[i], f"dec{i}")
+  logit = layers.Conv2D(1, 1, name="head",
+                        bias_initializer=keras.initializers.Constant(-3.0))(x)
+  logit = ops.squeeze(logit, axis=-1)
+  return keras.Model([before, after, code], logit, name="changenet_anyband")
+
+
+def count_anyband_macs(num_bands: int = 4, widths: Sequence[int] = DEFAULT_WIDTHS,
+                       stem_width: int = ANY_STEM_WIDTH, size: int = 256) -> int:
+  """Multiply-accumulates of the any-band network over a `size` pair with `num_bands` bands
+  (convolutions only; the serving signature runs the stem on the occupied slots only)."""
+  w = list(widths)
+  hw = size * size
+  stem = num_bands * hw * (9 * stem_width + 9 * stem_width * stem_width)
+  enc = stem + hw * (2 * stem_width * w[0] + 9 * w[0] * w[0])
+  for i in range(1, len(w)):
+    enc += (hw // 4 ** i) * 9 * (w[i - 1] * w[i] + w[i] * w[i])
+  dec = 0
+  for i in range(len(w) - 2, -1, -1):
+    dec += (hw // 4 ** i) * 9 * (w[i + 1] + w[i]) * w[i]
+  dec += hw * w[0]
+  return 2 * enc + dec

@@ -86,7 +86,7 @@ def validate(prob_fn, val_pairs, chip_size: int) -> dict:
   prob = np.concatenate(probs)
   label = np.concatenate(labels)
   threshold, f1 = pair_metrics.best_threshold(prob, label)
-  scores = pair_metrics.Confusion().add(prob > threshold, label).scores()
+  scores = pair_metrics.Confusion().add(prob >= threshold, label).scores()
   return {"threshold": threshold, "f1": f1, "scores": scores}
 
 
@@ -153,7 +153,9 @@ def train(pairs: str, out: str, data_root: str | None = None, epochs: int = 40,
                        f"{len(bands)}: {list(bands)}")
   splits = [pair_data.split_rows(p, val_fraction) for p in loaded]
   train_parts = [s[0] for s in splits]
-  val_parts = [s[1] for s in splits if (s[1].label is not None and (s[1].label == 1).any())]
+  # Every labelled validation strip counts, also those without change: their false alarms
+  # must lower the validation F1 that picks the epoch and the threshold.
+  val_parts = [s[1] for s in splits if (s[1].label is not None and (s[1].label >= 0).any())]
   log(f"{len(loaded)} pairs; train pixels {sum(p.label.size for p in train_parts)}, "
       f"val pixels {sum(p.label.size for p in val_parts)}")
 
@@ -287,7 +289,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
       description="Train the change network on a labelled-pair manifest and write a model "
                   "directory (network, tf.Transform transform_fn, threshold, metadata).",
       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--pairs", required=True, help="labelled-pair manifest CSV")
+  parser.add_argument("--band_mode", choices=("fixed", "any"), default="fixed",
+                      help="fixed: a network over --bands from --pairs; any: the any-band "
+                           "model (1..13 bands, any order) trained on --s2_root")
+  parser.add_argument("--pairs", default=None, help="labelled-pair manifest CSV (fixed mode)")
+  parser.add_argument("--s2_root", default=None,
+                      help="any mode: folder of OSCD train cities with imgs_1/, imgs_2/ "
+                           "(B01.tif .. B12.tif, B8A.tif) and cm.tif")
+  parser.add_argument("--normalization", choices=("capture_robust", "archive"),
+                      default="capture_robust",
+                      help="any mode: per-capture robust statistics (default) or archive "
+                           "z-scores (for comparison)")
+  parser.add_argument("--validate_from", type=int, default=None,
+                      help="any mode: first epoch validated (default: the last three)")
+  parser.add_argument("--no_export", action="store_true",
+                      help="any mode: only train and validate (training_log.json)")
   parser.add_argument("--out", required=True, help="model directory to write (replaced)")
   parser.add_argument("--data_root", default=None,
                       help="directory the manifest's relative paths resolve against "
@@ -295,7 +311,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--epochs", type=int, default=40)
   parser.add_argument("--steps_per_epoch", type=int, default=200)
   parser.add_argument("--batch_size", type=int, default=8)
-  parser.add_argument("--train_chip", type=int, default=128, help="training chip side")
+  parser.add_argument("--train_chip", type=int, default=None,
+                      help="training chip side (default 128; any mode 96)")
   parser.add_argument("--chip_size", type=int, default=256, help="exported chip side")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--val_fraction", type=float, default=0.2)
@@ -308,11 +325,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                       help="do not initialise the stem from the HED/VGG16 weights")
   parser.add_argument("--paste_prob", type=float, default=0.1,
                       help="probability of a synthetic pasted change per training chip")
-  parser.add_argument("--model_id", default=DEFAULT_MODEL_ID)
+  parser.add_argument("--model_id", default=None,
+                      help=f"default {DEFAULT_MODEL_ID} (any mode: changesweep-anyband-s2-v1)")
   parser.add_argument("--version", default="1")
   parser.add_argument("--time_budget_min", type=float, default=None,
                       help="stop at the first epoch end after this many minutes")
   args = parser.parse_args(argv)
+  if args.band_mode == "fixed" and not args.pairs:
+    parser.error("--pairs is required (or --band_mode any with --s2_root)")
+  if args.band_mode == "any" and not args.s2_root:
+    parser.error("--band_mode any needs --s2_root")
+  if args.train_chip is None:
+    args.train_chip = 96 if args.band_mode == "any" else 128
   if args.epochs < 1 or args.steps_per_epoch < 1 or args.batch_size < 1:
     parser.error("epochs, steps_per_epoch and batch_size must be positive")
   if args.train_chip % 8 or args.chip_size % 8:
@@ -324,15 +348,30 @@ def main(argv: list[str] | None = None) -> int:
   """Entry point of `changesweep train`; returns the exit status."""
   argv = sys.argv[1:] if argv is None else argv
   args = parse_args(argv)
+  command = "changesweep train " + " ".join(argv)
+  if args.band_mode == "any":
+    from changesweep.model.train_anyband import DEFAULT_ANY_MODEL_ID, train_anyband
+    train_anyband(args.s2_root, args.out, epochs=args.epochs,
+                  steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+                  train_chip=args.train_chip, chip_size=args.chip_size, seed=args.seed,
+                  val_fraction=args.val_fraction,
+                  widths=tuple(int(w) for w in args.widths.split(",")),
+                  learning_rate=args.learning_rate, normalization=args.normalization,
+                  model_id=args.model_id or DEFAULT_ANY_MODEL_ID, version=args.version,
+                  time_budget_min=args.time_budget_min, paste_prob=args.paste_prob,
+                  export=not args.no_export, validate_from=args.validate_from,
+                  command=command)
+    return 0
   train(args.pairs, args.out, data_root=args.data_root, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         train_chip=args.train_chip, chip_size=args.chip_size, seed=args.seed,
         val_fraction=args.val_fraction,
         widths=tuple(int(w) for w in args.widths.split(",")),
         learning_rate=args.learning_rate, use_hed=not args.no_hed,
-        bands=tuple(b.strip() for b in args.bands.split(",")), model_id=args.model_id,
+        bands=tuple(b.strip() for b in args.bands.split(",")),
+        model_id=args.model_id or DEFAULT_MODEL_ID,
         version=args.version, time_budget_min=args.time_budget_min,
-        paste_prob=args.paste_prob, command="changesweep train " + " ".join(argv))
+        paste_prob=args.paste_prob, command=command)
   return 0
 
 

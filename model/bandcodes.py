@@ -1,0 +1,165 @@
+"""Band codes of a capture for the any-band model, and reading a capture onto one grid.
+
+`band_code(name)` is the one small resolver that `changesweep evaluate` uses until
+`changesweep.transforms.bands` (the sweep's resolver) gives every band a `band_code` itself;
+the lead swaps it for that one. It knows the Sentinel-2 names in their usual spellings
+(`B04`, `B4`, `B04_10m`, "B4, central wavelength 665 nm", `B8A`), STAC/eo common names
+(`red`, `nir`, `swir16`, ...; also as a word of a description), indices (`NDVI`, `NDWI`,
+`NBR`) and SAR polarisations (`VV`, `VH`, `HH`, `HV`). Unnamed bands are never guessed:
+a single unnamed band is a band of unknown identity, a 3-band PNG/JPEG is red, green, blue by
+the format's own definition, anything else needs `--bands`.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Sequence
+
+import numpy as np
+
+from changesweep.transforms import normalization as norm
+
+COMMON_NAMES = {
+    "coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05",
+    "rededge2": "B06", "rededge3": "B07", "nir": "B08", "nir08": "B8A", "nir09": "B09",
+    "cirrus": "B10", "swir16": "B11", "swir22": "B12",
+}
+INDEX_NAMES = {"ndvi": ("B08", "B04"), "ndwi": ("B03", "B08"), "nbr": ("B08", "B12")}
+SAR_NAMES = ("vv", "vh", "hh", "hv")
+UNKNOWN_NAMES = ("unknown",)
+RGB_DRIVERS = ("PNG", "JPEG")
+_S2 = re.compile(r"^\s*b0?(8a|1[0-2]|[1-9])(?![0-9a-z])", re.IGNORECASE)
+
+
+class BandInputError(ValueError):
+  """A capture's bands cannot be fed to the model (one line, shown to the user)."""
+
+
+def band_code(name: str | None) -> float | None:
+  """The band_code of a band name or description, or None when it names no known band."""
+  if not name or not name.strip():
+    return None
+  m = _S2.match(name)
+  if m:
+    key = m.group(1).upper()
+    return norm.S2_WAVELENGTHS["B8A" if key == "8A" else f"B{int(key):02d}"]
+  words = re.findall(r"[a-z0-9]+", name.lower())
+  for w in words:
+    if w in COMMON_NAMES:
+      return norm.S2_WAVELENGTHS[COMMON_NAMES[w]]
+    if w in INDEX_NAMES:
+      return norm.CODE_INDEX
+    if w in SAR_NAMES:
+      return norm.CODE_SAR
+    if w in UNKNOWN_NAMES:
+      return norm.CODE_UNKNOWN
+  return None
+
+
+def capture_codes(names: Sequence[str | None], driver: str | None = None) -> list[float]:
+  """Band codes of a capture from its band names (descriptions), never by guessing roles.
+
+  Raises:
+    BandInputError: some or all of several bands are unnamed (and the file is no RGB image).
+  """
+  codes = [band_code(n) for n in names]
+  if all(c is not None for c in codes):
+    return [float(c) for c in codes]
+  if all(c is None for c in codes):
+    if len(codes) == 1:
+      return [norm.CODE_UNKNOWN]
+    if len(codes) == 3 and (driver or "").upper() in RGB_DRIVERS:
+      return [norm.S2_WAVELENGTHS[b] for b in ("B04", "B03", "B02")]
+    raise BandInputError(f"capture has {len(codes)} unnamed bands; name them with --bands "
+                         "(e.g. --bands B02,B03,B04,B08) or band descriptions")
+  unnamed = [i + 1 for i, c in enumerate(codes) if c is None]
+  raise BandInputError(f"bands {unnamed} of {list(names)} have names that are not band names; "
+                       "pass --bands")
+
+
+def select_bands(pixels: np.ndarray, codes: Sequence[float], wanted: Sequence[str]
+                 ) -> tuple[np.ndarray, list[float]]:
+  """The wanted bands of a capture, deriving NDVI/NDWI/NBR from their bands where asked.
+
+  Args:
+    pixels: `[H, W, C]` capture.
+    codes: Its band codes.
+    wanted: Band names (e.g. `B02`, `nir`, `NDVI`).
+
+  Raises:
+    BandInputError: a wanted band is absent or not a band name.
+  """
+  out, out_codes = [], []
+  codes = list(codes)
+
+  def find(code: float) -> int | None:
+    hits = [i for i, c in enumerate(codes) if c > 0 and abs(c - code) < 1e-3]
+    return hits[0] if hits else None
+
+  for w in wanted:
+    key = w.strip().lower()
+    if key in INDEX_NAMES and find(norm.CODE_INDEX) is None:
+      a, b = (find(norm.S2_WAVELENGTHS[n]) for n in INDEX_NAMES[key])
+      if a is None or b is None:
+        raise BandInputError(f"{w} needs bands {list(INDEX_NAMES[key])}; the capture has "
+                             f"band codes {codes}")
+      xa, xb = pixels[..., a], pixels[..., b]
+      out.append((xa - xb) / np.maximum(xa + xb, 1.0))
+      out_codes.append(norm.CODE_INDEX)
+      continue
+    code = band_code(w)
+    if code is None:
+      raise BandInputError(f"--bands: {w!r} is not a band name")
+    i = find(code) if code > 0 else next((j for j, c in enumerate(codes) if c == code), None)
+    if i is None:
+      raise BandInputError(f"band {w!r} is not in the capture (band codes {codes})")
+    out.append(pixels[..., i])
+    out_codes.append(codes[i])
+  return np.stack(out, -1).astype(np.float32), out_codes
+
+
+def read_capture(paths: Sequence[str] | str) -> tuple[np.ndarray, list[str | None], str]:
+  """Reads one multi-band raster or several single-band rasters onto the finest grid.
+
+  Bands of different resolutions (Sentinel-2's 10/20/60 m files) are resampled bilinearly to
+  the largest shape among the files, as the sweep does. A single-band file without a
+  description is named by its file name when that is a band name (`B04.tif`).
+
+  Returns:
+    `(pixels float32 [H, W, C], band names (None where unnamed), driver of the first file)`.
+  """
+  import warnings
+  import rasterio
+  from rasterio.enums import Resampling
+  if isinstance(paths, str):
+    paths = tuple(p for p in paths.split(";") if p)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # PNG/JPEG have no georeference
+    shapes, driver = [], None
+    for p in paths:
+      with rasterio.open(p) as src:
+        shapes.append(src.shape)
+        driver = driver or src.driver
+    shape = max(shapes, key=lambda s: s[0] * s[1])
+    bands, names = [], []
+    for p in paths:
+      with rasterio.open(p) as src:
+        data = src.read(out_shape=(src.count,) + tuple(shape), resampling=Resampling.bilinear)
+        desc = list(src.descriptions)
+      if len(paths) > 1 and data.shape[0] != 1:
+        raise BandInputError(f"{p}: a list of files must hold one band each, this has "
+                             f"{data.shape[0]}")
+      if len(desc) == 1 and not desc[0]:
+        stem = os.path.splitext(os.path.basename(p))[0]
+        desc = [stem if band_code(stem) is not None else None]
+      bands.append(data)
+      names += [d or None for d in desc]
+  pixels = np.transpose(np.concatenate(bands, 0), (1, 2, 0)).astype(np.float32)
+  return pixels, names, driver or ""
+
+
+def describe(codes: Sequence[float]) -> str:
+  """A short human name of a band set ("B02,B03,B04,B08", "index", "unknown")."""
+  inverse = {v: k for k, v in norm.S2_WAVELENGTHS.items()}
+  special = {norm.CODE_UNKNOWN: "unknown", norm.CODE_INDEX: "index", norm.CODE_SAR: "SAR"}
+  return ",".join(inverse.get(round(c, 3), special.get(c, f"{c:g}um")) for c in codes)
