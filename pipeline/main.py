@@ -15,7 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from changesweep.model.format import ModelDirError, read_model_info
 from changesweep.pipeline import accounting, dataflow, failures, metrics, sinks
 from changesweep.pipeline.layout import Layout
-from changesweep.pipeline.options import SweepOptions
+from changesweep.pipeline.options import DEFAULT_FIXED_MODELS, SweepOptions
 from changesweep.pipeline.pairing import GridOptions
 from changesweep.pipeline.usability import MaskSpec
 from changesweep.pipeline.sweep import SweepConfig, build_sweep, default_run_id
@@ -70,6 +70,15 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
   any_band = info.raw.get("band_mode") == "any"
   bands = (tuple(b.strip() for b in opts.bands.split(",")) if opts.bands
            else () if any_band else info.bands)
+  # No --model (and no --bands): each pair gets the shipped model that fits its bands.
+  extra = []
+  if any_band and not opts.bands and not any(a == "--model" or a.startswith("--model=")
+                                             for a in argv):
+    for path in DEFAULT_FIXED_MODELS:
+      fixed = read_model_info(path)
+      if not dry_run:
+        check_model_compatible(fixed)
+      extra.append(fixed)
   if dry_run:  # listing and pairing run here, whatever runner a real run would use
     options.view_as(StandardOptions).runner = "FnApiRunner"
   if not options.view_as(StandardOptions).runner:
@@ -92,7 +101,8 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
         max_batch_bytes=opts.max_batch_bytes,
         masks=MaskSpec(opts.mask_band, opts.mask_layout, parse_mask_values(opts.mask_values)),
         min_usable_fraction=opts.min_usable_fraction, history=opts.history,
-        dry_run=dry_run, grids=GridOptions(opts.grid, opts.min_overlap, opts.resampling))
+        dry_run=dry_run, grids=GridOptions(opts.grid, opts.min_overlap, opts.resampling),
+        extra_models=tuple(extra))
     if cfg.masks.layout:
       Layout.parse(cfg.masks.layout)
     from changesweep.pipeline import grids
@@ -169,6 +179,7 @@ def summarize_run(cfg: SweepConfig, counters: dict, top: int = 5) -> dict:
                 "path": cfg.model.path,
                 "bands": list(cfg.bands) or ["any (every identified band, up to "
                                              f"{cfg.model.raw.get('max_bands')})"]},
+      "models_used": models_used(cfg, pairs),
       "statistics": cfg.statistics,
       "counts": {"locations": len({r["location"] for r in pairs} | {r["location"] for r in firsts}),
                  "pairs": len(pairs), "first_captures": len(firsts), "dead_letters": len(dead),
@@ -182,6 +193,20 @@ def summarize_run(cfg: SweepConfig, counters: dict, top: int = 5) -> dict:
       "failure": failures.run_failure(len(pairs), groups),
       "metrics": counters,
   }
+
+
+def models_used(cfg: SweepConfig, pairs: list[dict]) -> list[dict]:
+  """Which model served how many pairs, and why (the per-pair choice without --model)."""
+  served = collections.Counter(r["model_id"] for r in pairs)
+  out = []
+  for m in (*cfg.extra_models, cfg.model):
+    any_band = m.raw.get("band_mode") == "any"
+    why = ("any band set (every identified band, up to " f"{m.raw.get('max_bands')})"
+           if any_band else f"both captures have {', '.join(m.bands)}")
+    if cfg.extra_models and any_band:
+      why = "the pairs no fixed-band model fits: " + why
+    out.append({"model_id": m.model_id, "pairs": served.get(m.model_id, 0), "why": why})
+  return out
 
 
 def summarize_dry_run(cfg: SweepConfig, counters: dict) -> dict:
@@ -216,6 +241,8 @@ def print_summary(summary: dict, stream=sys.stdout) -> None:
       print(f"    ... and {len(groups) - 10} more reasons in run.json", file=stream)
   print(f"  model {summary['model']['id']} v{summary['model']['version']} on bands "
         f"{','.join(summary['model']['bands'])}, {summary['statistics']} statistics", file=stream)
+  for m in summary.get("models_used", []):
+    print(f"  {m['model_id']}: {m['pairs']} pairs ({m['why']})", file=stream)
   print(f"  {c['locations']} locations, {c['pairs']} pairs scored ({c['chips']} chips), "
         f"{c['first_captures']} first captures, {c['dead_letters']} dead letters", file=stream)
   acc = summary["accounting"]

@@ -6,7 +6,11 @@ import os
 from apache_beam.options.pipeline_options import PipelineOptions
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_MODEL = os.path.join(REPO_ROOT, "model", "shipped", "changesweep-siamdiff-oscd-rgb-v1")
+SHIPPED = os.path.join(REPO_ROOT, "model", "shipped")
+# Without --model, each pair gets the first of DEFAULT_FIXED_MODELS whose bands both captures
+# have (it scores those band sets better, see README "Models"), else the any-band model.
+DEFAULT_MODEL = os.path.join(SHIPPED, "changesweep-anyband-s2-v1")
+DEFAULT_FIXED_MODELS = (os.path.join(SHIPPED, "changesweep-siamdiff-oscd-rgb-v1"),)
 
 
 def _flag(text) -> bool:

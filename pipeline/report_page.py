@@ -201,6 +201,8 @@ def _summary(summary: dict, base: str, notes: Iterable[str]) -> list[str]:
       ("model", f"{_e(model.get('id'))} v{_e(model.get('version'))} "
                 f"<span class=muted>({_e(model.get('path'))})</span>"),
       ("bands", _e(", ".join(model.get("bands") or []))),
+      *((f"model {m.get('model_id')}", _e(f"{m.get('pairs')} pairs: {m.get('why')}"))
+        for m in summary.get("models_used") or []),
       ("statistics", _e(summary.get("statistics"))),
       ("run id", _e(summary.get("run_id"))),
       ("rows", _rows_link(summary, base)),

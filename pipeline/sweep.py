@@ -259,7 +259,7 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
                    parts[i] | f"ReadBands[{m.model_id}]" >> beam.Map(
                        lambda pair, m=m: pick_model(pair, (m,))[1]))
                   for i, m in enumerate(cfg.extra_models)]
-      branches.append((dataclasses.replace(cfg, extra_models=()), parts[-1]))
+      branches.append((dataclasses.replace(cfg, extra_models=()), parts[len(cfg.extra_models)]))
     outs = [branch_pairs | f"Score[{c.model.model_id}]" >> ScoreAndAggregate(c)
             for c, branch_pairs in branches]
 
