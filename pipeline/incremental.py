@@ -25,6 +25,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from changesweep.pipeline import times
 from changesweep.pipeline.elements import FirstCapture, Pair
 from changesweep.pipeline.metrics import inc_counter
 
@@ -57,10 +58,7 @@ def parse_since(text: str | None) -> str | None:
   """
   if not text:
     return None
-  try:
-    return dt.date.fromisoformat(text).isoformat()
-  except ValueError:
-    raise ValueError(f"--since must be a date YYYY-MM-DD, got {text!r}") from None
+  return times.parse_date(text, "--since")
 
 
 def parse_state(text: str, where: str = "state") -> list[LocationState]:
@@ -85,11 +83,11 @@ def parse_state(text: str, where: str = "state") -> list[LocationState]:
 
 
 def _iso(text: str) -> str:
-  return dt.datetime.fromisoformat(str(text)).isoformat()
+  return times.parse_capture_time(str(text))
 
 
 def _time(text: str) -> dt.datetime:
-  return dt.datetime.fromisoformat(text)
+  return times.to_datetime(text)
 
 
 def is_new(captured_at: str, last: str | None, since: str | None = None,

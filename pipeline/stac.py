@@ -22,7 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 
-from changesweep.pipeline import geoio, polygons
+from changesweep.pipeline import geoio, polygons, times
 from changesweep.pipeline.cog import COG_MEDIA_TYPE
 from changesweep.pipeline.elements import PROB_NODATA, PROB_SCALE, safe_name
 
@@ -81,8 +81,7 @@ def grid_of_map(uri: str) -> Grid:
 
 
 def _time(text: str) -> dt.datetime:
-  t = dt.datetime.fromisoformat(text)
-  return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+  return times.to_datetime(text).replace(tzinfo=dt.timezone.utc)
 
 
 def _crs_code(crs_wkt: str) -> dict:
