@@ -297,9 +297,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                       help="any mode: folder of OSCD train cities with imgs_1/, imgs_2/ "
                            "(B01.tif .. B12.tif, B8A.tif) and cm.tif")
   parser.add_argument("--normalization", choices=("capture_robust", "archive"),
-                      default="capture_robust",
-                      help="any mode: per-capture robust statistics (default) or archive "
-                           "z-scores (for comparison)")
+                      default="archive",
+                      help="any mode: archive z-scores (default; better on the validation "
+                           "split, see model/README.md) or per-capture robust statistics")
   parser.add_argument("--validate_from", type=int, default=None,
                       help="any mode: first epoch validated (default: the last three)")
   parser.add_argument("--no_export", action="store_true",

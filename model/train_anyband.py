@@ -5,8 +5,8 @@ Steps:
    rows: the last `val_fraction` is validation (epoch and threshold selection), never a test
    city.
 2. Train `network.build_anyband_network` on random band sets (`model.anyband`), each capture
-   normalised with its own robust statistics (or archive statistics, `--normalization
-   archive`, for comparison), with nuisance augmentation, self-pairs and pasted changes;
+   normalised with archive statistics (default) or its own robust statistics
+   (`--normalization capture_robust`), with nuisance augmentation, self-pairs and pasted changes;
    AdamW, warm-up + cosine, masked BCE + soft Dice (as `model.train`).
 3. After every epoch, predict the validation parts whole for the band sets RGB, B02/B03/B04/B08,
    all 13 bands and NDVI. Every validation strip counts, also those without any change (their
@@ -98,7 +98,7 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
                   batch_size: int = 8, train_chip: int = 96, chip_size: int = 256,
                   seed: int = 0, val_fraction: float = 0.2,
                   widths: tuple[int, ...] = (16, 32, 64, 128), learning_rate: float = 2e-3,
-                  normalization: str = "capture_robust", model_id: str = DEFAULT_ANY_MODEL_ID,
+                  normalization: str = "archive", model_id: str = DEFAULT_ANY_MODEL_ID,
                   version: str = "1", time_budget_min: float | None = None,
                   paste_prob: float = 0.1, cities: list[str] | None = None,
                   export: bool = True, validate_from: int | None = None,
@@ -117,8 +117,8 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
     val_fraction: Share of each city's rows held out for validation.
     widths: Encoder widths per scale.
     learning_rate: Peak learning rate.
-    normalization: "capture_robust" (shipped) or "archive" (archive z-scores, for comparison;
-      not exported as the default).
+    normalization: "archive" (per-channel mean/std over the training parts; shipped, chosen
+      on the validation split) or "capture_robust" (each capture's median/MAD).
     model_id: Model id written into the metadata.
     version: Model version.
     time_budget_min: Stop at the first epoch end after this many minutes of training.
