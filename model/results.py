@@ -152,9 +152,11 @@ def _nuisance_entries(model_id: str, nuisance: dict) -> list[tuple[str, dict]]:
 
 def render_nuisance(entries: list[tuple[str, dict]]) -> str:
   """The nuisance-check table: pixels flagged on captures paired with a nuisance copy."""
-  lines = ["| model | pixels flagged | reproduce |", "|---|---|---|"]
+  lines = ["| model | pixels flagged (worst nuisance) | reproduce |", "|---|---|---|"]
   for name, v in entries:
     frac = v.get("flagged_fraction")
+    if isinstance(frac, dict) and frac:  # one fraction per nuisance: report the worst
+      frac = v.get("max_flagged_fraction", max(frac.values()))
     if not isinstance(frac, (int, float)) or isinstance(frac, bool):
       raise ResultsError(f"nuisance of {name}: flagged_fraction is not a number ({frac!r})")
     command = v.get("command", "")
