@@ -32,6 +32,7 @@ import re
 import sys
 
 METRICS = ("f1", "precision", "recall", "iou", "kappa")
+OPTIONAL_METRICS = ("iou", "kappa")
 HEADERS = {"f1": "F1", "precision": "P", "recall": "R", "iou": "IoU", "kappa": "kappa"}
 DEFAULT_TABLE = "oscd"
 READMES = ("README.md", os.path.join("model", "README.md"))
@@ -83,6 +84,9 @@ def _check_metrics(metrics, where: str) -> dict:
   out = {}
   for key in METRICS:
     value = metrics.get(key)
+    if value is None and key in OPTIONAL_METRICS:  # e.g. a sweep scored by F1/P/R alone
+      out[key] = None
+      continue
     if not isinstance(value, (int, float)) or isinstance(value, bool):
       raise ResultsError(f"{where}: metrics.{key} is missing or not a number ({value!r})")
     low = -1.0 if key == "kappa" else 0.0
@@ -137,7 +141,7 @@ def render_table(rows: list[Row]) -> str:
   lines = ["| model | bands | " + " | ".join(HEADERS[m] for m in METRICS) + " | reproduce |",
            "|---|---|" + "---|" * len(METRICS) + "---|"]
   for r in rows:
-    figures = " | ".join(f"{r.metrics[m]:.3f}" for m in METRICS)
+    figures = " | ".join("–" if r.metrics[m] is None else f"{r.metrics[m]:.3f}" for m in METRICS)
     lines.append(f"| {_cell(r.name)} | {_cell(r.band_set)} | {figures} | "
                  f"`{_cell(r.command)}` |")
   return "\n".join(lines) + "\n"
