@@ -68,13 +68,17 @@ def test_gpu_hint_sits_on_the_inference_step_only(tmp_path):
                               str(3 * 256 * 256 * 9 * 4))
   spec = b"type:nvidia-l4;count:1;machine_type:g2-standard-8;install-nvidia-driver"
   hints = hinted(proto)
-  inference = [n for n in hints if n.startswith("ScoreChips/") and "BeamML_RunInference" in n]
-  assert inference and all(hints[n] == spec for n in inference)
+  inference = [n for n in hints if "BeamML_RunInference" in n]
+  # without --model both default models score (per-pair choice): each inference step is hinted
+  assert {n.split("/")[0] for n in inference} == {
+      "Score[changesweep-siamdiff-oscd-rgb-v1]", "Score[changesweep-anyband-s2-v1]"}
+  assert all(hints[n] == spec for n in inference)
   assert set(hints) - set(inference) == {"CheckGpu/Check"}
   # CPU work stays on the CPU pool: listing, chip reads, tf.Transform, aggregation, sinks.
   for name in leaf_names(proto):
-    if name.startswith(("ListCaptures", "ReadChips", "ComputeStatistics", "ScoreChips/Normalize",
-                        "AggregatePairs", "Write[", "ScoreChips/RunInference/BatchElements")):
+    if any(part in name for part in ("ListCaptures", "ReadChips", "ComputeStatistics",
+                                     "Normalize", "ReduceChips", "FinishPairs", "Write[",
+                                     "RunInference/BatchElements", "BandStatistics")):
       assert name not in hints, name
   # one model copy per GPU, shared across the worker's processes; the job has no job-wide GPU
   assert cfg.model_copies == 1
