@@ -35,7 +35,8 @@ def bad_run(tmp_path_factory):
   # same location and time twice
   write_series(str(a), "dupe", ["2020-01-01", "2020-02-01"], seed=3)
   write_raster(str(a / "dupe" / "20200201.tif"), scene(3), descriptions=NAMES)
-  # mismatched grid: CRS, transform, band count; wrong dtype
+  # another grid: another UTM zone far away (no overlap), a shifted transform (warped onto the
+  # earlier grid and scored), another band count; another dtype (scored)
   write_series(str(a), "grid", ["2020-01-01"], seed=4)
   write_raster(str(a / "grid" / "2020-02-01.tif"), scene(4), crs="EPSG:32632", descriptions=NAMES)
   write_series(str(a), "shift", ["2020-01-01"], seed=5)
@@ -81,11 +82,9 @@ def test_every_bad_input_is_a_dead_letter_with_its_stage_and_reason(bad_run):
       "trunc/2020-04-01.tif": ("metadata", "not a readable raster"),
       "trunc/yesterday.tif": ("listing", "does not parse"),
       "dupe/20200201.tif": ("pairing", "same location and capture time"),
-      "grid/2020-02-01.tif": ("pairing", "CRS differs"),
-      "shift/2020-02-01.tif": ("pairing", "geotransform"),
+      "grid/2020-02-01.tif": ("pairing", "do not overlap"),
       "nbands/2020-02-01.tif": ("pairing", "'B08' is absent"),
       "cplx/2020-01-01.tif": ("metadata", "complex64 is not supported"),
-      "dtype/2020-02-01.tif": ("pairing", "data type float32 differs"),
       "empty/2020-02-01.tif": ("usability", "unusable: 0.0% of pixels are valid"),
   }
   assert set(dead) == set(expect)
@@ -96,7 +95,10 @@ def test_every_bad_input_is_a_dead_letter_with_its_stage_and_reason(bad_run):
 def test_good_pairs_are_scored_and_masked_pixels_never_change(bad_run):
   out, _, _, good = bad_run
   rows = read_jsonl_rows(str(out), "pairs")
-  assert sorted(r["location"] for r in rows) == ["dupe", "good", "good", "nan", "zero"]
+  assert sorted(r["location"] for r in rows) == ["dtype", "dupe", "good", "good", "nan", "shift",
+                                                 "zero"]
+  shift = next(r for r in rows if r["location"] == "shift")
+  assert shift["resampling"] == "bilinear" and 0.9 < shift["overlap_fraction"] < 1.0
   assert sorted(r["after_uri"] for r in rows if r["location"] == "good") == good[1:]
   pairs = {r["location"]: r for r in rows}
   import rasterio

@@ -73,10 +73,11 @@ def test_a_model_shared_across_processes_scores_chips(tiny_model, sharing):
   handler = make_model_handler(tiny_model.saved_model_dir, batch_size=2, **sharing)
   assert handler.share_model_across_processes()
   with TestPipeline(runner="FnApiRunner") as p:
-    results, dlq = (p | beam.Create([("pairA/0", chip(0, 2, 1)), ("pairB/0", chip(1, 1, 1))])
+    key = lambda pair_id: ChipKey(pair_id, 0, SIZE, SIZE, "loc", "2020-01-01")
+    results, dlq = (p | beam.Create([(key("pairA"), chip(0, 2, 1)), (key("pairB"), chip(1, 1, 1))])
                     | RunInference(handler).with_exception_handling())
     out = results | beam.Map(to_chip_score) | beam.MapTuple(
-        lambda pid, s: (pid, s.chip_index, int(s.prob.max())))
+        lambda k, s: (k.pair_id, s.chip_index, int(s.prob.max())))
     assert_that(out, equal_to([("pairA", 0, round(PROB_SCALE / (1 + np.exp(-8)))),
                                ("pairB", 0, PROB_SCALE // 2)]), label="scores")
     assert_that(dlq.failed_inferences, equal_to([]), label="no failures")
