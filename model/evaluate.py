@@ -474,10 +474,10 @@ def _fail(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
   """Entry point of `changesweep evaluate`; returns the exit status (2: unusable input)."""
+  argv = sys.argv[1:] if argv is None else argv
+  args = parse_args(argv)  # before TensorFlow: --help must not import it
   from changesweep.model import bandcodes
   from changesweep.model import format as model_format
-  argv = sys.argv[1:] if argv is None else argv
-  args = parse_args(argv)
   command = "changesweep evaluate " + " ".join(argv)
   try:
     records = pair_data.read_manifest(args.pairs, args.data_root)
