@@ -27,7 +27,30 @@ from bench import common  # noqa: E402
 CHIP = 256
 
 
-def profiler_flops(model_dir: str, num_bands: int) -> int | None:
+ANY_BAND_FED = (0.490, 0.560, 0.665, 0.842)  # an any-band model is timed on B02, B03, B04, B08
+
+
+def _inputs(meta: dict, batch: int, rng):
+  """`(kwargs of the normalized signature, bands fed)` for random z-scored chips."""
+  import numpy as np
+  import tensorflow as tf
+
+  any_band = meta.get("band_mode") == "any"
+  slots = meta["max_bands"] if any_band else len(meta["bands"])
+  x = rng.normal(size=(batch, CHIP, CHIP, slots)).astype(np.float32)
+  y = rng.normal(size=(batch, CHIP, CHIP, slots)).astype(np.float32)
+  kwargs = {"before": x, "after": y}
+  if any_band:
+    codes = np.zeros((batch, slots), np.float32)
+    codes[:, :len(ANY_BAND_FED)] = ANY_BAND_FED
+    x[..., len(ANY_BAND_FED):] = 0
+    y[..., len(ANY_BAND_FED):] = 0
+    kwargs["band_code"] = codes
+  return {k: tf.constant(v) for k, v in kwargs.items()}, (len(ANY_BAND_FED) if any_band
+                                                          else slots)
+
+
+def profiler_flops(model_dir: str, meta: dict) -> int | None:
   """Float operations of one `normalized` call on a 1 x 256 x 256 pair, per tf.profiler."""
   import tensorflow as tf
   from tensorflow.python.framework.convert_to_constants import (
@@ -35,11 +58,13 @@ def profiler_flops(model_dir: str, num_bands: int) -> int | None:
 
   from changesweep.model.format import NORMALIZED_SIGNATURE
 
+  import numpy as np
+
   loaded = tf.saved_model.load(os.path.join(model_dir, "saved_model"))
   fn = loaded.signatures[NORMALIZED_SIGNATURE]
-  spec = tf.TensorSpec([1, CHIP, CHIP, num_bands], tf.float32)
-  concrete = tf.function(lambda before, after: fn(before=before, after=after)).get_concrete_function(
-      spec, spec)
+  inputs, _ = _inputs(meta, 1, np.random.default_rng(0))
+  concrete = tf.function(lambda **kw: fn(**kw)).get_concrete_function(
+      **{k: tf.TensorSpec(v.shape, v.dtype) for k, v in inputs.items()})
   frozen = convert_variables_to_constants_v2(concrete)
   opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
   opts["output"] = "none"
@@ -69,7 +94,7 @@ def saved_model_variables(model_dir: str) -> int:
                  if not name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")))
 
 
-def chips_per_second(model_dir: str, num_bands: int, batch: int, seconds: float,
+def chips_per_second(model_dir: str, meta: dict, batch: int, seconds: float,
                      device: str = "/CPU:0") -> float:
   import numpy as np
   import tensorflow as tf
@@ -79,12 +104,11 @@ def chips_per_second(model_dir: str, num_bands: int, batch: int, seconds: float,
   fn = tf.saved_model.load(os.path.join(model_dir, "saved_model")).signatures[NORMALIZED_SIGNATURE]
   rng = np.random.default_rng(0)
   with tf.device(device):
-    x = tf.constant(rng.normal(size=(batch, CHIP, CHIP, num_bands)).astype(np.float32))
-    y = tf.constant(rng.normal(size=(batch, CHIP, CHIP, num_bands)).astype(np.float32))
-    fn(before=x, after=y)["change_prob"].numpy()
+    inputs, _ = _inputs(meta, batch, rng)
+    fn(**inputs)["change_prob"].numpy()
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-      fn(before=x, after=y)["change_prob"].numpy()
+      fn(**inputs)["change_prob"].numpy()
       n += batch
   return round(n / (time.perf_counter() - start), 2)
 
@@ -94,21 +118,24 @@ def cost(model_dir: str, seconds: float) -> dict:
 
   with open(os.path.join(model_dir, "metadata.json")) as f:
     meta = json.load(f)
-  nb = len(meta["bands"])
+  import numpy as np
+
+  _, nb = _inputs(meta, 1, np.random.default_rng(0))
   out = {"model": os.path.relpath(model_dir, common.ROOT), "kind": meta["kind"],
-         "bands": meta["bands"], "keras_params": keras_params(model_dir),
+         "bands": meta["bands"], "bands_fed": nb, "keras_params": keras_params(model_dir),
          "saved_model_variables": saved_model_variables(model_dir),
-         "profiler_flops_per_pair": profiler_flops(model_dir, nb),
+         "profiler_flops_per_pair": profiler_flops(model_dir, meta),
          "analytic_conv_flops_per_pair": None,
-         "cpu_chips_per_s": {f"batch{b}": chips_per_second(model_dir, nb, b, seconds)
+         "cpu_chips_per_s": {f"batch{b}": chips_per_second(model_dir, meta, b, seconds)
                              for b in (1, 8)},
          "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()}
-  if meta["kind"] == "learned":
+  if meta["kind"] == "learned" and meta.get("band_mode") != "any" and os.path.exists(
+      os.path.join(model_dir, "network.keras")):
     from changesweep.model import network
 
     out["analytic_conv_flops_per_pair"] = 2 * network.count_macs(num_bands=nb, size=CHIP)
   gpus = tf.config.list_physical_devices("GPU")
-  out["gpu"] = ({f"batch{b}": chips_per_second(model_dir, nb, b, seconds, "/GPU:0")
+  out["gpu"] = ({f"batch{b}": chips_per_second(model_dir, meta, b, seconds, "/GPU:0")
                  for b in (1, 8, 32)} if gpus else "none: no GPU on this machine")
   return out
 
