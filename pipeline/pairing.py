@@ -116,8 +116,11 @@ def common_grid(a: SceneRef, b: SceneRef, bands_a: tuple, bands_b: tuple, option
   spec = grids.parse_grid_option(options.spec)
   if spec.source == "earlier" and grid_mismatch(a, b, bands_a, bands_b) is None:
     return None, None  # the common case: one grid, no warp
-  plan = grids.plan_common_grid(a, b, spec, options.min_overlap,
-                                resampling=grids.parse_resampling(options.resampling))
+  try:
+    plan = grids.plan_common_grid(a, b, spec, options.min_overlap,
+                                  resampling=grids.parse_resampling(options.resampling))
+  except Exception as e:  # a CRS GDAL cannot read, a degenerate transform: this pair, not the run
+    return None, f"no common grid ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
   if isinstance(plan, str):
     return None, plan
   return (None if plan.no_warp else plan), None
