@@ -239,10 +239,16 @@ def print_summary(summary: dict, stream=sys.stdout) -> None:
       print(f"    {failures.format_reason(g)}", file=stream)
     if len(groups) > 10:
       print(f"    ... and {len(groups) - 10} more reasons in run.json", file=stream)
-  print(f"  model {summary['model']['id']} v{summary['model']['version']} on bands "
-        f"{','.join(summary['model']['bands'])}, {summary['statistics']} statistics", file=stream)
-  for m in summary.get("models_used", []):
-    print(f"  {m['model_id']}: {m['pairs']} pairs ({m['why']})", file=stream)
+  used = summary.get("models_used", [])
+  if len(used) > 1:
+    print(f"  models chosen per pair (no --model), {summary['statistics']} statistics:",
+          file=stream)
+    for m in used:
+      print(f"    {m['model_id']}: {m['pairs']} pairs ({m['why']})", file=stream)
+  else:
+    print(f"  model {summary['model']['id']} v{summary['model']['version']} on bands "
+          f"{','.join(summary['model']['bands'])}, {summary['statistics']} statistics",
+          file=stream)
   print(f"  {c['locations']} locations, {c['pairs']} pairs scored ({c['chips']} chips), "
         f"{c['first_captures']} first captures, {c['dead_letters']} dead letters", file=stream)
   acc = summary["accounting"]
