@@ -5,7 +5,7 @@
 For every city, OUT_DIR/<city>/<date>.tif holds 4 bands (B02, B03, B04, B08, described, uint16):
 - the earlier capture on the shared files' own grid (EPSG:4326, the shape of the change mask
   cm.png), so maps on the default `--grid earlier` sit on the label grid and
-  /work/shared/tools/score_sweep.py can score them;
+  ../shared/tools/score_sweep.py can score them;
 - the later capture reprojected (bilinear) to its UTM zone at 10 m, its grid origin moved by a
   fraction of a pixel (+0.37 px east, +0.61 px south) and cut shorter (the southern 8% of the rows
   dropped); pixels outside the source footprint are 0, the file's nodata.
