@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 
-from changesweep.pipeline.elements import ChipFailure, ChipKey, Pair, SceneRef
-from changesweep.pipeline.metrics import inc_counter, timer_msec
+from changesweep.pipeline.chips import ReadChips, chip_key, read_pair_window
+from changesweep.pipeline.elements import Pair, SceneRef
 from changesweep.pipeline.rasters import WindowReader
 from changesweep.pipeline.scoring import SavedModelHandler, to_chip_score
 from changesweep.transforms import bands as band_ids
@@ -135,66 +134,33 @@ def _slots(array: np.ndarray, size: int, max_bands: int) -> np.ndarray:
 def read_anyband_chip(reader: WindowReader, pair: Pair, chip: tiling.Chip, size: int,
                       max_bands: int, archive: dict | None,
                       mask_values: tuple[int, ...] = ()) -> AnyBandChip:
-  from rasterio.windows import Window
-
-  from changesweep.pipeline.chips import read_options
-
-  window = Window(chip.col, chip.row, chip.width, chip.height)
+  before, after, valid = read_pair_window(reader, pair, chip, mask_values)
   b, a = pair.before, pair.after
-  before, valid_b = reader.read(b.uris, pair.before_bands, window, b.nodata, b.mask_uri,
-                                b.mask_band, mask_values,
-                                **read_options(pair, "before"))
-  after, valid_a = reader.read(a.uris, pair.after_bands, window, a.nodata, a.mask_uri,
-                               a.mask_band, mask_values,
-                               **read_options(pair, "after"))
-  valid = valid_b & valid_a
   codes = np.zeros(max_bands, np.float32)
   codes[:len(pair.band_codes)] = pair.band_codes
   bc, bs = slot_stats(pair, b, pair.before_bands, archive, max_bands)
   ac, as_ = slot_stats(pair, a, pair.after_bands, archive, max_bands)
   return AnyBandChip(
-      _slots(np.where(valid[..., None], before, 0.0), size, max_bands),
-      _slots(np.where(valid[..., None], after, 0.0), size, max_bands),
+      _slots(before, size, max_bands), _slots(after, size, max_bands),
       tiling.pad_chip(valid.astype(np.float32), size), codes, bc, bs, ac, as_)
 
 
-class ReadAnyBandChips(beam.DoFn):
-  """`(Pair, Chip)` -> `(ChipKey, AnyBandChip)`; failures -> tagged `ChipFailure`."""
+class ReadAnyBandChips(ReadChips):
+  """`(Pair, Chip)` -> `(ChipKey, AnyBandChip)`; failures -> tagged `ChipFailure`.
+
+  The archive statistics come as the side input `archive` (None: each capture's own).
+  """
 
   def __init__(self, chip_size: int, max_bands: int, mask_values: tuple[int, ...] = ()):
-    self.chip_size = chip_size
+    super().__init__(chip_size, mask_values=mask_values)
     self.max_bands = max_bands
-    self.mask_values = tuple(mask_values)
 
-  def setup(self):
-    self.reader = WindowReader()
+  def read(self, pair: Pair, chip: tiling.Chip, archive: dict | None = None):
+    return read_anyband_chip(self.reader, pair, chip, self.chip_size, self.max_bands, archive,
+                             self.mask_values)
 
-  def process(self, element, archive=None):
-    from changesweep.pipeline.chips import chip_key, is_transient, window_bytes
-
-    pair, chip = element
-    for attempt in range(3):
-      try:
-        with timer_msec("chips", "read_msec"):
-          example = read_anyband_chip(self.reader, pair, chip, self.chip_size, self.max_bands,
-                                      archive, self.mask_values)
-        break
-      except Exception as e:  # a bad file must cost its pair, never the sweep
-        self.reader.close()
-        if is_transient(e) and attempt < 2:
-          inc_counter("chips", "read_retries")
-          time.sleep(0.2 * 2 ** attempt)
-          continue
-        yield beam.pvalue.TaggedOutput("failed", ChipFailure(
-            pair.pair_id, chip.index, f"reading chip {chip.index} failed: "
-            f"{(str(e).splitlines() or [type(e).__name__])[0][:300]}"))
-        return
-    inc_counter("chips", "chips_read")
-    inc_counter("chips", "bytes_read", window_bytes(pair, chip))
-    yield chip_key(pair, chip.index), example
-
-  def teardown(self):
-    self.reader.close()
+  def emit(self, pair: Pair, chip: tiling.Chip, example):
+    return chip_key(pair, chip.index), example
 
 
 # ----------------------------------------------------------------------------- inference

@@ -42,23 +42,29 @@ def window_bytes(pair: Pair, chip: tiling.Chip) -> int:
                                      + len(pair.after_bands) * itemsize(pair.after.dtype))
 
 
-def read_chip(reader: WindowReader, pair: Pair, chip: tiling.Chip, chip_size: int,
-              mask_values: tuple[int, ...] = ()) -> dict:
-  """Reads one chip of both captures into a tf.Transform instance, padded to `chip_size`.
+def read_pair_window(reader: WindowReader, pair: Pair, chip: tiling.Chip,
+                     mask_values: tuple[int, ...] = ()
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Both captures' bands in a chip's window, and where both are valid.
 
-  A pixel is valid only where both captures are: masked pixels never count as change.
+  A pixel is valid only where both captures are: masked pixels never count as change, and
+  are 0 in both returned `[h, w, C]` arrays.
   """
   window = Window(chip.col, chip.row, chip.width, chip.height)
   b, a = pair.before, pair.after
   before, valid_b = reader.read(b.uris, pair.before_bands, window, b.nodata, b.mask_uri,
-                                b.mask_band, mask_values,
-                                **read_options(pair, "before"))
+                                b.mask_band, mask_values, **read_options(pair, "before"))
   after, valid_a = reader.read(a.uris, pair.after_bands, window, a.nodata, a.mask_uri,
-                               a.mask_band, mask_values,
-                               **read_options(pair, "after"))
+                               a.mask_band, mask_values, **read_options(pair, "after"))
   valid = valid_b & valid_a
-  before = np.where(valid[..., None], before, 0.0)
-  after = np.where(valid[..., None], after, 0.0)
+  return (np.where(valid[..., None], before, 0.0), np.where(valid[..., None], after, 0.0),
+          valid)
+
+
+def read_chip(reader: WindowReader, pair: Pair, chip: tiling.Chip, chip_size: int,
+              mask_values: tuple[int, ...] = ()) -> dict:
+  """Reads one chip of both captures into a tf.Transform instance, padded to `chip_size`."""
+  before, after, valid = read_pair_window(reader, pair, chip, mask_values)
   return preprocessing.make_instance(
       chip_key(pair, chip.index).to_bytes(), tiling.pad_chip(before, chip_size),
       tiling.pad_chip(after, chip_size), tiling.pad_chip(valid.astype(np.float32), chip_size))
@@ -76,6 +82,7 @@ class ReadChips(beam.DoFn):
   """`(Pair, Chip)` -> tf.Transform instance; failures -> tagged `ChipFailure`.
 
   Transient read errors are retried with backoff; a chip that still fails marks its pair.
+  Subclasses change what a chip becomes (`read`) and what is emitted (`emit`).
   """
 
   def __init__(self, chip_size: int, count_metrics: bool = True,
@@ -87,12 +94,18 @@ class ReadChips(beam.DoFn):
   def setup(self):
     self.reader = WindowReader()
 
-  def process(self, element):
+  def read(self, pair: Pair, chip: tiling.Chip, **side):
+    return read_chip(self.reader, pair, chip, self.chip_size, self.mask_values)
+
+  def emit(self, pair: Pair, chip: tiling.Chip, example):
+    return example
+
+  def process(self, element, **side):
     pair, chip = element
     for attempt in range(_RETRIES):
       try:
         with timer_msec(STAGE, "read_msec"):
-          instance = read_chip(self.reader, pair, chip, self.chip_size, self.mask_values)
+          example = self.read(pair, chip, **side)
         break
       except Exception as e:  # a bad file must cost its pair, never the sweep
         self.reader.close()
@@ -107,7 +120,7 @@ class ReadChips(beam.DoFn):
     if self.count_metrics:
       inc_counter(STAGE, "chips_read")
       inc_counter(STAGE, "bytes_read", window_bytes(pair, chip))
-    yield instance
+    yield self.emit(pair, chip, example)
 
   def teardown(self):
     self.reader.close()
