@@ -1,34 +1,23 @@
 """Band codes of a capture for the any-band model, and reading a capture onto one grid.
 
-`band_code(name)` is the one small resolver that `changesweep evaluate` uses until
-`changesweep.transforms.bands` (the sweep's resolver) gives every band a `band_code` itself;
-the lead swaps it for that one. It knows the Sentinel-2 names in their usual spellings
-(`B04`, `B4`, `B04_10m`, "B4, central wavelength 665 nm", `B8A`), STAC/eo common names
-(`red`, `nir`, `swir16`, ...; also as a word of a description), indices (`NDVI`, `NDWI`,
-`NBR`) and SAR polarisations (`VV`, `VH`, `HH`, `HV`). Unnamed bands are never guessed:
+`band_code(name)` names bands the way the sweep does (`changesweep.transforms.bands`).
+Unnamed bands are never guessed:
 a single unnamed band is a band of unknown identity, a 3-band PNG/JPEG is red, green, blue by
 the format's own definition, anything else needs `--bands`.
 """
 from __future__ import annotations
 
 import os
-import re
 from typing import Sequence
 
 import numpy as np
 
+from changesweep.transforms import bands as band_ids
 from changesweep.transforms import normalization as norm
 
-COMMON_NAMES = {
-    "coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05",
-    "rededge2": "B06", "rededge3": "B07", "nir": "B08", "nir08": "B8A", "nir09": "B09",
-    "cirrus": "B10", "swir16": "B11", "swir22": "B12",
-}
 INDEX_NAMES = {"ndvi": ("B08", "B04"), "ndwi": ("B03", "B08"), "nbr": ("B08", "B12")}
-SAR_NAMES = ("vv", "vh", "hh", "hv")
 UNKNOWN_NAMES = ("unknown",)
 RGB_DRIVERS = ("PNG", "JPEG")
-_S2 = re.compile(r"^\s*b0?(8a|1[0-2]|[1-9])(?![0-9a-z])", re.IGNORECASE)
 
 
 class BandInputError(ValueError):
@@ -36,24 +25,17 @@ class BandInputError(ValueError):
 
 
 def band_code(name: str | None) -> float | None:
-  """The band_code of a band name or description, or None when it names no known band."""
-  if not name or not name.strip():
+  """The band_code of a band name or description, or None when it names no band a model reads.
+
+  Identification is the sweep's (`changesweep.transforms.bands.identify`), so evaluate and the
+  sweep name bands alike; the word "unknown" names a band of unknown identity.
+  """
+  if name and name.strip().lower() in UNKNOWN_NAMES:
+    return norm.CODE_UNKNOWN
+  identity = band_ids.identify(name)
+  if identity is None or identity.kind == "mask":
     return None
-  m = _S2.match(name)
-  if m:
-    key = m.group(1).upper()
-    return norm.S2_WAVELENGTHS["B8A" if key == "8A" else f"B{int(key):02d}"]
-  words = re.findall(r"[a-z0-9]+", name.lower())
-  for w in words:
-    if w in COMMON_NAMES:
-      return norm.S2_WAVELENGTHS[COMMON_NAMES[w]]
-    if w in INDEX_NAMES:
-      return norm.CODE_INDEX
-    if w in SAR_NAMES:
-      return norm.CODE_SAR
-    if w in UNKNOWN_NAMES:
-      return norm.CODE_UNKNOWN
-  return None
+  return band_ids.band_code(identity)
 
 
 def capture_codes(names: Sequence[str | None], driver: str | None = None) -> list[float]:

@@ -18,17 +18,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-# Band codes shared with changesweep.transforms.bands (the lead points one at the other).
-CODE_EMPTY = 0.0
-CODE_UNKNOWN = -1.0
-CODE_INDEX = -2.0
-CODE_SAR = -3.0
-MAX_BANDS = 13
-S2_WAVELENGTHS = {
-    "B01": 0.443, "B02": 0.490, "B03": 0.560, "B04": 0.665, "B05": 0.705, "B06": 0.740,
-    "B07": 0.783, "B08": 0.842, "B8A": 0.865, "B09": 0.945, "B10": 1.375, "B11": 1.610,
-    "B12": 2.190,
-}
+# The band codes are the sweep's (`transforms.bands`; the tables live in `band_tables`).
+from changesweep.transforms.band_tables import (  # noqa: E402,F401  (re-exported)
+    CODE_EMPTY, CODE_INDEX, CODE_SAR, CODE_UNKNOWN, MAX_BANDS, S2_WAVELENGTHS)
+
 S2_BANDS = tuple(S2_WAVELENGTHS)
 
 MAD_TO_SIGMA = 1.4826
