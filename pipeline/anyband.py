@@ -16,7 +16,6 @@ identities both captures have, in the later capture's order.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -27,10 +26,8 @@ from changesweep.pipeline.chips import ReadChips, chip_key, read_pair_window
 from changesweep.pipeline.elements import Pair, SceneRef
 from changesweep.pipeline.rasters import WindowReader
 from changesweep.pipeline.scoring import SavedModelHandler, to_chip_score
-from changesweep.transforms import bands as band_ids
 from changesweep.transforms import tiling
 
-STAGE = "scoring"
 _MIN_SCALE = 1e-6
 
 
