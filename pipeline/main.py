@@ -12,7 +12,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from changesweep.model.format import ModelDirError, read_model_info
+from changesweep.model.model_dir import ModelDirError, read_model_info
 from changesweep.pipeline import accounting, dataflow, failures, metrics, sinks
 from changesweep.pipeline.layout import Layout
 from changesweep.pipeline.options import DEFAULT_FIXED_MODELS, SweepOptions
@@ -41,8 +41,8 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
   argv = [a for a in argv if a != DRY_RUN]
   options = PipelineOptions(argv)
   opts = options.view_as(SweepOptions)
-  unknown = [a for a in options.get_all_options(retain_unknown_options=True)
-             if a not in options.get_all_options()]
+  known = options.get_all_options()  # each call parses every registered option class again
+  unknown = [a for a in options.get_all_options(retain_unknown_options=True) if a not in known]
   if unknown:
     raise UsageError(f"unknown option(s): {', '.join(unknown)}; see changesweep sweep --help")
   if not opts.output:
@@ -89,6 +89,7 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
     cfg = SweepConfig(
         output=opts.output.rstrip("/"), model=info, bands=bands, input=opts.input,
         manifest=opts.manifest, layout=opts.layout, statistics=opts.statistics,
+        statistics_chips=opts.statistics_chips,
         chip_overlap=opts.chip_overlap, batch_size=opts.batch_size,
         # one model copy per GPU on GPU workers
         model_copies=opts.model_copies or (opts.gpu_count if accelerator else None),

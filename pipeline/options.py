@@ -53,6 +53,10 @@ class SweepOptions(PipelineOptions):
         help="normalise with per-band statistics of this archive (default; for an any-band "
              "model pooled from the usability pass, so chips are read once), with the "
              "statistics the model was trained with, or (any-band models) each capture's own")
+    parser.add_argument(
+        "--statistics_chips", type=int, default=4,
+        help="fixed-band models with archive statistics: chips per pair, evenly spread, that "
+             "tf.Transform computes them from (default 4; 0 reads every chip a second time)")
     parser.add_argument("--chip_overlap", type=int, default=16,
                         help="pixels shared by neighbouring chips (default 16)")
     parser.add_argument("--batch_size", type=int, default=8,

@@ -6,7 +6,7 @@ import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy
 
-from changesweep.model.format import NORMALIZED_SIGNATURE, OUTPUT_KEY
+from changesweep.model.model_dir import NORMALIZED_SIGNATURE, OUTPUT_KEY
 from changesweep.pipeline.elements import PROB_SCALE, ChipKey, ChipScore
 from changesweep.pipeline.metrics import inc_counter
 from changesweep.transforms import preprocessing

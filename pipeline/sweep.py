@@ -8,10 +8,10 @@ import datetime as dt
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from changesweep.model.format import ModelInfo
+from changesweep.model.model_dir import ModelInfo
 from changesweep.pipeline import aggregate, dataflow, geoio, incremental, pair_summary
 from changesweep.pipeline.bigquery import WriteRowsToBigQuery
-from changesweep.pipeline.chips import ReadChips, plan_chips
+from changesweep.pipeline.chips import ReadChips, in_statistics_sample, plan_chips
 from changesweep.pipeline.elements import ChipFailure, Pair
 from changesweep.pipeline.listing import ListCaptures
 from changesweep.pipeline.metrics import inc_counter
@@ -35,7 +35,9 @@ class SweepConfig:
     model: the validated model directory.
     bands: bands fed to the model, in its order.
     input, manifest, layout: where and how to list captures.
-    statistics: "archive" or "model" normalisation statistics.
+    statistics: "archive", "model" or "capture" normalisation statistics.
+    statistics_chips: chips per pair that a fixed-band model's archive statistics are
+      computed from (0: every chip, a second read of the whole archive).
     chip_overlap, batch_size, model_copies: chip and inference settings.
     num_shards, max_regions, min_region_pixels, write_maps, run_id: output settings.
     bigquery_table: also load pair rows into this BigQuery table (PROJECT:DATASET.TABLE).
@@ -57,6 +59,7 @@ class SweepConfig:
   manifest: str | None = None
   layout: str = "{location}/{date}.tif"
   statistics: str = "archive"
+  statistics_chips: int = 4
   chip_overlap: int = 16
   batch_size: int = 8
   model_copies: int | None = None
@@ -87,6 +90,8 @@ class SweepConfig:
     if self.statistics == "capture" and not self.max_bands:
       raise ValueError("--statistics capture needs an any-band model (per-capture statistics "
                        "are applied inside its signature)")
+    if self.statistics_chips < 0:
+      raise ValueError(f"statistics_chips must be >= 0, got {self.statistics_chips}")
     if not 0 <= self.chip_overlap < self.chip_size // 2:
       raise ValueError(f"chip_overlap {self.chip_overlap} must be in 0..{self.chip_size // 2 - 1}")
     if self.batch_size < 1:
@@ -125,6 +130,13 @@ def _inference_failures(failed):
     yield key.pair_id, ChipFailure(key.pair_id, key.index, f"inference failed: {str(error)[:300]}")
 
 
+def _counted_sample(task, chip_size: int, overlap: int, per_pair: int) -> bool:
+  keep = in_statistics_sample(task, chip_size, overlap, per_pair)
+  if keep:
+    inc_counter("chips", "statistics_reads")
+  return keep
+
+
 def _score_fixed_bands(cfg: SweepConfig, p, tasks):
   """Fixed-band models: tf.Transform statistics (this archive's or the model's), then the
   `normalized` signature. Returns `(scores, read failures, inference DLQ)`."""
@@ -132,9 +144,12 @@ def _score_fixed_bands(cfg: SweepConfig, p, tasks):
 
   size, nbands = cfg.chip_size, len(cfg.bands)
   if cfg.statistics == "archive":
-    sample = tasks | "ReadChips[Statistics]" >> beam.ParDo(
+    sample = (tasks
+              | "SampleChips[Statistics]" >> beam.Filter(
+                  _counted_sample, size, cfg.chip_overlap, cfg.statistics_chips)
+              | "ReadChips[Statistics]" >> beam.ParDo(
         ReadChips(size, count_metrics=False, mask_values=cfg.masks.values)).with_outputs(
-            "failed", main="chips")
+            "failed", main="chips"))
     batches = (sample.chips
                | "BatchChips[Statistics]" >> beam.BatchElements(min_batch_size=8,
                                                                 max_batch_size=32)

@@ -190,3 +190,24 @@ def test_usage_errors_come_before_any_work(tmp_path, capsys):
                           "--model", CVA_MODEL, "--bands", "B04,B03"])
   assert code == 2 and "reads 4 bands" in capsys.readouterr().err
   assert not (tmp_path / "o").exists()
+
+
+def test_fixed_band_statistics_come_from_a_sample_so_each_chip_is_read_once(tmp_path):
+  """Archive statistics for a fixed-band model read a few chips per pair, not the archive
+  twice; `--statistics_chips 0` keeps the full second pass as an option."""
+  archive = tmp_path / "archive"
+  write_series(str(archive), "field", ["2021-01-01", "2021-02-01", "2021-03-01"], h=600, w=600,
+               change_at=2)
+  sampled = sweep(tmp_path / "sampled", "--input", str(archive), "--no_maps")
+  full = sweep(tmp_path / "full", "--input", str(archive), "--no_maps", "--statistics_chips", "0")
+  chips = 2 * 9  # two pairs of 600^2 in 256^2 chips with 16 px overlap
+  for summary in (sampled, full):
+    assert summary["counts"]["chips"] == chips
+    assert summary["metrics"]["chips/chips_read"] == chips
+  assert sampled["metrics"]["chips/statistics_reads"] == 2 * 4
+  assert full["metrics"]["chips/statistics_reads"] == chips
+  rows = {name: {r["pair_id"]: r for r in read_jsonl_rows(str(tmp_path / name), "pairs")}
+          for name in ("sampled", "full")}
+  assert rows["sampled"].keys() == rows["full"].keys() and len(rows["full"]) == 2
+  for pid, r in rows["full"].items():  # a sample of the same archive: the same verdicts
+    assert abs(rows["sampled"][pid]["changed_fraction"] - r["changed_fraction"]) < 0.01

@@ -10,7 +10,6 @@ import tempfile
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
-import tensorflow as tf
 
 BEFORE = "before"
 AFTER = "after"
@@ -23,6 +22,8 @@ _MIN_STD = 1e-6
 
 def raw_feature_spec(num_bands: int, chip_size: int) -> dict[str, tf.io.FixedLenFeature]:
   """The raw (pre-transform) feature spec of one chip instance."""
+  import tensorflow as tf  # imported where used: CPU-only stages import this module's names
+
   pixels = chip_size * chip_size
   return {
       KEY: tf.io.FixedLenFeature([], tf.string),
@@ -39,6 +40,7 @@ def make_preprocessing_fn(num_bands: int, chip_size: int) -> Callable:
   tf.Transform's analyzers reduce over the first dimension only when
   `reduce_instance_dims=False`, and would otherwise mix all bands together.
   """
+  import tensorflow as tf
   import tensorflow_transform as tft  # imported late: it switches tf.keras to tf_keras
 
   if num_bands < 1 or chip_size < 1:
@@ -121,6 +123,7 @@ def load_normalizer(transform_dir: str) -> Callable:
     `normalise(before, after, valid) -> (before_n, after_n)` taking `[b, S, S, C]` pixels and a
     `[b, S, S]` mask, returning z-scored `[b, S, S, C]` float32 tensors.
   """
+  import tensorflow as tf
   import tensorflow_transform as tft
 
   output = tft.TFTransformOutput(transform_dir)
