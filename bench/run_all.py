@@ -1,4 +1,4 @@
-"""Runs the five benchmarks in one go and writes `bench/results/all[.smoke].json` (+ plots).
+"""Runs the six benchmarks in one go and writes `bench/results/all[.smoke].json` (+ plots).
 
     python bench/run_all.py             # full size: the README figures (about 15 min, 2 cores)
     python bench/run_all.py --smoke     # tiny sizes, one process, < 60 s: proves they still run
@@ -20,7 +20,7 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # noqa: E402
 
-SECTIONS = ("overhead", "io_bound", "memory", "scaling", "model_cost")
+SECTIONS = ("overhead", "io_bound", "memory", "scaling", "model_cost", "startup")
 
 
 def run_section(name: str, smoke: bool) -> dict:
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
                                                   if "error" in results[name] else ""),
           file=sys.stderr, flush=True)
   # Sections not run this time (--only) are taken from their last JSON, marked as such, so
-  # all.json always holds the five.
+  # all.json always holds the six.
   for name in SECTIONS:
     path = os.path.join(common.RESULTS_DIR, f"{name}{'.smoke' if args.smoke else ''}.json")
     if name not in results and os.path.exists(path):
@@ -74,6 +74,11 @@ def main(argv=None) -> int:
 
     for png in plots.make_all(common.RESULTS_DIR, os.path.join(common.ROOT, "bench")):
       print(f"wrote {png}")
+  if not args.smoke:
+    from bench import table
+
+    if os.path.abspath(common.RESULTS_DIR) == os.path.abspath(table.RESULTS):
+      table.main([])  # the README's figures table, from the results just written
   return 1 if any("error" in results[n] for n in names) else 0
 
 

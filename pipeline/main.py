@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -282,15 +283,26 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
   Raises:
     UsageError: bad options or inputs, found before the pipeline starts.
   """
+  clock = [time.perf_counter()]
+  timings = {}
+
+  def lap(name: str) -> None:  # where a run's seconds go (start-up vs work), into run.json
+    now = time.perf_counter()
+    timings[name] = round(now - clock[0], 3)
+    clock[0] = now
+
   cfg, options = parse_args(list(sys.argv[1:] if argv is None else argv))
   check_inputs(cfg)
   sinks.clear_tables(cfg.output)
   sinks.write_schemas(cfg.output)
   temp_dir = options.get_all_options().get("temp_location") or tempfile.mkdtemp(prefix="sweep-")
   p = test_pipeline or beam.Pipeline(options=options)
+  lap("setup_s")
   build_sweep(p, cfg, temp_dir)
+  lap("graph_s")
   result = p.run()
   result.wait_until_finish()
+  lap("pipeline_s")
   if cfg.dry_run:
     summary = summarize_dry_run(cfg, metrics.counters_of(result))
     with FileSystems.create(FileSystems.join(cfg.output, "dry_run.json")) as f:
@@ -303,6 +315,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
   if "://" not in tiles and os.path.isdir(tiles) and not os.listdir(tiles):
     os.rmdir(tiles)  # chip tiles are scratch: each pair's are removed once its map is written
   summary["stac"] = stac.write_stac(cfg.output, sinks.read_jsonl_rows(cfg.output, "pairs"))
+  lap("summary_s")
+  summary["timings"] = timings
   with FileSystems.create(FileSystems.join(cfg.output, "run.json")) as f:
     f.write(json.dumps(summary, indent=2).encode() + b"\n")
   return summary

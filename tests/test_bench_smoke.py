@@ -1,4 +1,4 @@
-"""The benchmarks still run: `bench/run_all.py --smoke` (tiny sizes) writes all five sections.
+"""The benchmarks still run: `bench/run_all.py --smoke` (tiny sizes) writes all six sections.
 
 Benchmarks are scripts, not timed tests: this only proves they run end to end and produce
 their JSON; the figures are in bench/README.md.
@@ -11,7 +11,7 @@ import time
 
 from tests.conftest import ROOT
 
-SECTIONS = ("overhead", "io_bound", "memory", "scaling", "model_cost")
+SECTIONS = ("overhead", "io_bound", "memory", "scaling", "model_cost", "startup")
 
 
 def test_run_all_smoke_writes_every_section(tmp_path):
@@ -35,9 +35,16 @@ def test_run_all_smoke_writes_every_section(tmp_path):
   assert all(r["main_peak_mb"] > 0 for r in results["memory"]["rows"])
   assert results["scaling"]["s_per_pair"]
   assert results["model_cost"]["models"][-1]["profiler_flops_per_pair"] > 0
+  startup = results["startup"]["rows"][0]["runs"][0]
+  assert startup["pairs_scored"] == 1 and startup["pipeline_s"] > 0 and startup["graph_s"] > 0
   print(f"bench smoke: {elapsed:.0f} s")
 
 
 def test_the_night_cost_table_in_the_bench_readme_is_generated_from_the_results():
   code = subprocess.call([sys.executable, "bench/night_cost.py", "--check"], cwd=ROOT)
   assert code == 0, "bench/README.md is stale: run python bench/night_cost.py"
+
+
+def test_the_figures_table_in_the_bench_readme_is_generated_from_the_results():
+  code = subprocess.call([sys.executable, "bench/table.py", "--check"], cwd=ROOT)
+  assert code == 0, "bench/README.md is stale: run python bench/table.py"

@@ -1,0 +1,114 @@
+"""The figures table of bench/README.md, written from bench/results/*.json (never typed).
+
+    python bench/table.py            # rewrite the table between its markers
+    python bench/table.py --check    # exit 1 when the README's table is not the results'
+
+`run_all.py` calls it after a full run. Each row names the result file and field it comes
+from; a section that has not been measured yet shows "not measured".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "bench", "results")
+README = os.path.join(ROOT, "bench", "README.md")
+START, END = "<!-- figures:start -->", "<!-- figures:end -->"
+
+
+def load(name: str) -> dict | None:
+  path = os.path.join(RESULTS, f"{name}.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _fmt(value, spec: str = "") -> str:
+  return "not measured" if value is None else format(value, spec)
+
+
+def rows() -> list[tuple[str, str, str, str, str]]:
+  """`(figure, measured, must, goal, source)` per row of the streaming issue's table."""
+  o, io, m, s, st = (load(n) for n in ("overhead", "io_bound", "memory", "scaling", "startup"))
+  out = []
+  if o:
+    out.append(("sweep / bare model throughput, learned model, 12 pairs of 1024^2, 2 workers, "
+                "at the margin", _fmt(o.get("ratio_marginal"), ".2f"), "0.85", "0.95",
+                "overhead.json `ratio_marginal`"))
+    out.append(("the same over the whole run (start-up included)",
+                _fmt(o.get("ratio_whole_run"), ".2f"), "0.60", "0.80",
+                "overhead.json `ratio_whole_run`"))
+  if io:
+    out.append(("CVA sweep / plain rasterio+numpy script, 24 pairs of 1024^2, at the margin "
+                "(whole run)", f"{_fmt(io.get('ratio_marginal'), '.1f')}x "
+                f"({_fmt(io.get('ratio_whole_run'), '.1f')}x)", "2.0x (4x)", "1.3x (2x)",
+                "io_bound.json `ratio_marginal`, `ratio_whole_run`"))
+  if m:
+    big = max(r["scene_px"] for r in m["rows"])
+    at_big = [r for r in m["rows"] if r["scene_px"] == big]
+    worker = max(r["largest_worker_peak_mb"] for r in at_big)
+    main = max(r["main_peak_mb"] for r in at_big)
+    growth = max(v["growth"] for v in m["verdicts"].values() if v.get("growth") is not None)
+    recorded = all(r.get("chips_lost") is not None for r in at_big)
+    lost = sum(1 for r in at_big if r.get("chips_lost") or r.get("pairs_scored") != 1)
+    out.append((f"peak RSS of the largest worker, one {big}^2 pair (maps on and off)",
+                f"{worker:,.0f} MB", "1,500 MB", "1,000 MB",
+                "memory.json rows `largest_worker_peak_mb`"))
+    out.append((f"growth of that peak from {m['rows'][0]['scene_px']}^2 to {big}^2",
+                f"{growth:+.0%}", "< 25%", "< 10%", "memory.json verdicts `growth`"))
+    out.append((f"runner (main) process peak at {big}^2", f"{main:,.0f} MB", "1,500 MB", "",
+                "memory.json rows `main_peak_mb`"))
+    out.append((f"{big}^2 runs that lost chips with 2 workers",
+                f"{lost} of {len(at_big)}" if recorded else "not recorded", "0 of 3",
+                "0", "memory.json rows `chips_lost`, `pairs_scored`"))
+  if s:
+    slopes = [v for k, v in s["slope_s_per_pair"].items() if k not in s.get("unresolved", [])]
+    out.append(("time per pair, 10 -> 100 vs 100 -> 1000 pairs (CVA, 256^2 scenes)",
+                f"{s['spread']:.1%} apart ({', '.join(f'{v * 1000:.1f}' for v in slopes)} "
+                f"ms/pair)", "10%", "5%", "scaling.json `spread`"))
+  if st:
+    out.append(("start-up of a local sweep (1 pair, default model, report included; "
+                f"`import tensorflow` alone: {st['import_tensorflow_s']} s)",
+                f"{st['headline_s']:.1f} s", "8 s", "5 s", "startup.json `headline_s`"))
+  return out
+
+
+def table() -> str:
+  lines = ["| figure | measured | must | goal | from |", "|---|---|---|---|---|"]
+  lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows()]
+  return "\n".join(lines)
+
+
+def rewrite(text: str) -> str:
+  if START not in text or END not in text:
+    raise SystemExit(f"{README}: no {START} ... {END} markers")
+  head, rest = text.split(START, 1)
+  _, tail = rest.split(END, 1)
+  return f"{head}{START}\n{table()}\n{END}{tail}"
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--check", action="store_true")
+  args = parser.parse_args(argv)
+  with open(README) as f:
+    text = f.read()
+  new = rewrite(text)
+  if args.check:
+    if new != text:
+      print("bench/README.md's figures table is stale: run python bench/table.py",
+            file=sys.stderr)
+      return 1
+    return 0
+  with open(README, "w") as f:
+    f.write(new)
+  print(f"wrote the figures table of {README}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
