@@ -11,7 +11,7 @@ import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TypeOptions
 
 from changesweep.model.model_dir import ModelDirError, read_model_info
 from changesweep.pipeline import accounting, dataflow, failures, metrics, sinks
@@ -42,6 +42,8 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
   argv = [a for a in argv if a != DRY_RUN]
   options = PipelineOptions(argv)
   opts = options.view_as(SweepOptions)
+  if not opts.check_types:
+    options.view_as(TypeOptions).pipeline_type_check = False
   known = options.get_all_options()  # each call parses every registered option class again
   unknown = [a for a in options.get_all_options(retain_unknown_options=True) if a not in known]
   if unknown:

@@ -57,6 +57,10 @@ class SweepOptions(PipelineOptions):
         "--statistics_chips", type=int, default=4,
         help="fixed-band models with archive statistics: chips per pair, evenly spread, that "
              "tf.Transform computes them from (default 4; 0 reads every chip a second time)")
+    parser.add_argument(
+        "--check_types", action="store_true",
+        help="check Beam's type hints while the graph is built (off by default: the graph "
+             "is fixed and the tests check it, and the check costs about a second a run)")
     parser.add_argument("--chip_overlap", type=int, default=16,
                         help="pixels shared by neighbouring chips (default 16)")
     parser.add_argument("--batch_size", type=int, default=8,

@@ -94,6 +94,7 @@ def regions_figure(row: dict, after: np.ndarray | None = None,
   """The pair's change regions in map units, over the after capture in grey when it could be
   read: their polygons (`shapes`, rows of the regions table) where given, else numbered boxes;
   None when the capture is not georeferenced."""
+  from matplotlib.collections import PatchCollection
   from matplotlib.patches import PathPatch, Rectangle
 
   polys = [r for r in shapes or [] if r.get("geometry_crs")]
@@ -113,24 +114,28 @@ def regions_figure(row: dict, after: np.ndarray | None = None,
                            edgecolor="#888", lw=1))
     xs += [left, right]
     ys += [bottom, top]
-  style = dict(facecolor=(0.84, 0.15, 0.16, 0.35), edgecolor="#d62728", lw=0.8)
+  # One collection, not a patch per shape: a pair can have a thousand polygons, and adding
+  # patches one by one re-computes the axes' limits each time.
+  style = dict(facecolor=(0.84, 0.15, 0.16, 0.35), edgecolor="#d62728", linewidths=0.8)
+  patches = []
   if polys:
     for r in polys:
       path, (x0, y0, x1, y1) = _polygon_path(r["geometry_crs"])
-      ax.add_patch(PathPatch(path, **style))
+      patches.append(PathPatch(path))
       xs += [x0, x1]
       ys += [y0, y1]
     title = f"{len(polys)} change polygons"
   else:
     for i, r in enumerate(regions):
-      ax.add_patch(Rectangle((r["min_x"], r["min_y"]), r["max_x"] - r["min_x"],
-                             r["max_y"] - r["min_y"], **style))
+      patches.append(Rectangle((r["min_x"], r["min_y"]), r["max_x"] - r["min_x"],
+                               r["max_y"] - r["min_y"]))
       if i < 10:
         ax.annotate(str(i + 1), (r["max_x"], r["max_y"]), fontsize=7, ha="left", va="bottom",
                     color="#d62728", fontweight="bold")
       xs += [r["min_x"], r["max_x"]]
       ys += [r["min_y"], r["max_y"]]
     title = f"{len(regions)} largest change regions"
+  ax.add_collection(PatchCollection(patches, **style))
   pad = 0.03 * max(max(xs) - min(xs), max(ys) - min(ys), 1.0)
   ax.set_xlim(min(xs) - pad, max(xs) + pad)
   ax.set_ylim(min(ys) - pad, max(ys) + pad)

@@ -211,3 +211,22 @@ def test_fixed_band_statistics_come_from_a_sample_so_each_chip_is_read_once(tmp_
   assert rows["sampled"].keys() == rows["full"].keys() and len(rows["full"]) == 2
   for pid, r in rows["full"].items():  # a sample of the same archive: the same verdicts
     assert abs(rows["sampled"][pid]["changed_fraction"] - r["changed_fraction"]) < 0.01
+
+
+@pytest.mark.parametrize("model", [None, CVA_MODEL])
+def test_the_sweep_graph_passes_beams_type_checks(tmp_path, model):
+  """Runs skip Beam's construction-time type checks (`--check_types` turns them on); the
+  graph they would check is checked here, for the default models and a fixed one."""
+  import apache_beam as beam
+  from apache_beam.options.pipeline_options import TypeOptions
+
+  from changesweep.pipeline.sweep import build_sweep
+
+  argv = ["--input", SAMPLE_ARCHIVE, "--output", str(tmp_path)] + (["--model", model] if model
+                                                                  else [])
+  cfg, options = sweep_main.parse_args(argv)
+  assert options.view_as(TypeOptions).pipeline_type_check is False
+  cfg, options = sweep_main.parse_args(argv + ["--check_types"])
+  assert options.view_as(TypeOptions).pipeline_type_check is True
+  outputs = build_sweep(beam.Pipeline(options=options), cfg, str(tmp_path / "tmp"))
+  assert "pairs" in outputs
