@@ -28,9 +28,17 @@ def plan_chips(pair: Pair, chip_size: int, overlap: int) -> list[tuple[Pair, til
 
 
 def read_options(pair: Pair, which: str) -> dict:
-  """How to read one capture of a pair: on the pair's common grid when it has one."""
+  """How to read one capture of a pair: on the pair's common grid when it has one, else on the
+  capture's own (for band files of different resolutions: the finest, bilinear)."""
   grid = pair.read_grid(which)
-  return {"grid": grid, "resampling": pair.grid.resampling} if grid is not None else {}
+  if grid is not None:
+    return {"grid": grid, "resampling": pair.grid.resampling}
+  scene = pair.before if which == "before" else pair.after
+  if len(scene.uris) > 1:  # per-band files: each coarser one read through a WarpedVRT
+    from changesweep.pipeline.grids import REFLECTANCE_RESAMPLING, grid_of
+
+    return {"grid": grid_of(scene), "resampling": REFLECTANCE_RESAMPLING}
+  return {}
 
 
 def window_bytes(pair: Pair, chip: tiling.Chip) -> int:
