@@ -95,3 +95,25 @@ def test_an_index_without_its_source_bands_fails_the_run_with_one_line(archives,
   dead = read_jsonl_rows(str(out), "dead_letter")
   assert len(dead) == 6 and {d["stage"] for d in dead} == {"pairing"}
   assert sum(d["uri"].count(";") + 1 for d in dead) == listed
+
+
+def test_a_manifest_bands_column_names_unnamed_bands_for_ndvi(tmp_path):
+  rows = ["location,captured_at,uri,bands"]
+  for i, date in enumerate(DATES):
+    data = scene(9, 40, 40).astype(np.float64)
+    data[3] = 2.0 * data[2]
+    if i == 2:
+      data[:, :16, :16] = np.array([1800, 1900, 2100, 2000])[:, None, None]
+    path = write_raster(str(tmp_path / "a" / f"{date}.tif"), data.astype(np.uint16))  # unnamed
+    rows.append(f'plot,{date},a/{date}.tif,"B02,B03,B04,B08"')
+  rows.append(f"plot,20200401,a/{DATES[0]}x.tif,B04;B08")  # 2 names for 4 bands
+  write_raster(str(tmp_path / "a" / f"{DATES[0]}x.tif"), scene(9, 40, 40))
+  (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+  summary = sweep_main.run(["--output", str(tmp_path / "o"), "--run_id", "test", "--manifest",
+                            str(tmp_path / "m.csv"), "--bands", "ndvi", "--no_maps",
+                            "--no_report"])
+  assert summary["counts"]["pairs"] == 2 and summary["accounting"]["ok"]
+  (dead,) = read_jsonl_rows(str(tmp_path / "o"), "dead_letter")
+  assert dead["stage"] == "metadata" and "the manifest names 2 bands" in dead["reason"]
+  rows = sorted(read_jsonl_rows(str(tmp_path / "o"), "pairs"), key=lambda r: r["after_uri"])
+  assert rows[1]["change_score"] > rows[0]["change_score"]

@@ -168,3 +168,18 @@ def test_chips_read_the_20_m_band_bilinear_on_the_10_m_grid(tmp_path):
   window = np.s_[8:24, 4:24]
   np.testing.assert_allclose(after[..., 1], nir[window], atol=1.0)  # GDAL warper vs overview
   np.testing.assert_allclose(after[..., 2], ((nir - red) / (nir + red))[window], atol=1e-3)
+
+
+# ------------------------------------------------------------------- a manifest's bands column
+
+@pytest.mark.parametrize("cell,names", [
+    ("B04;B08", ("B04", "B08")), ("red, nir", ("red", "nir")), (["B04", "B08"], ("B04", "B08")),
+    ("", None), (None, None)])
+def test_a_manifest_bands_column_names_the_files_bands(cell, names):
+  import json
+
+  from changesweep.pipeline.listing import parse_manifest
+
+  row = {"location": "a", "captured_at": "2020-01-01", "uri": "x.tif", "bands": cell}
+  (entry,) = parse_manifest("/m/manifest.jsonl", json.dumps(row))
+  assert entry.band_names == names and entry.band is None
