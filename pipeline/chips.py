@@ -46,8 +46,11 @@ def window_bytes(pair: Pair, chip: tiling.Chip) -> int:
   def itemsize(dtype: str) -> int:
     return np.dtype(dtype).itemsize
 
-  return chip.height * chip.width * (len(pair.before_bands) * itemsize(pair.before.dtype)
-                                     + len(pair.after_bands) * itemsize(pair.after.dtype))
+  def planes(bands) -> int:  # a derived band (NDVI ...) reads its two sources
+    return sum(2 if isinstance(b, tuple) else 1 for b in bands)
+
+  return chip.height * chip.width * (planes(pair.before_bands) * itemsize(pair.before.dtype)
+                                     + planes(pair.after_bands) * itemsize(pair.after.dtype))
 
 
 def read_pair_window(reader: WindowReader, pair: Pair, chip: tiling.Chip,

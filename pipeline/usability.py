@@ -9,6 +9,7 @@ import numpy as np
 from rasterio.enums import Resampling
 
 from changesweep.pipeline import rasters
+from changesweep.transforms.band_grid import BandGridError, finest, grid_of_dataset
 from changesweep.transforms.masks import band_valid, is_masked
 
 # Side of the decimated grid the usability check reads; the chips read the full resolution.
@@ -79,9 +80,13 @@ def file_stats(uri: str, nodata: float | None, mask_band: int | None = None,
     valid &= ~is_masked(data[mask_band], mask_values)
   if mask_uri is not None:
     with rasters.reading(mask_uri, "mask"), rasters.open_raster(mask_uri) as m:
-      if (m.height, m.width) != (src.height, src.width):
-        raise rasters.RasterError(f"mask {mask_uri} is {m.height}x{m.width}, the capture "
-                                  f"{src.height}x{src.width}")
+      if (m.height, m.width) != (src.height, src.width):  # a 20 m mask of a 10 m band: one extent
+        try:
+          finest([grid_of_dataset(src), grid_of_dataset(m)])
+        except BandGridError:
+          raise rasters.RasterError(f"mask {mask_uri} is {m.height}x{m.width}, the capture "
+                                    f"{src.height}x{src.width}, and they do not cover one "
+                                    "extent") from None
       flags = m.read(1, out_shape=shape, resampling=Resampling.nearest)
     valid &= ~is_masked(flags, mask_values)
   n = int(valid.sum())

@@ -183,3 +183,23 @@ def test_a_manifest_bands_column_names_the_files_bands(cell, names):
   row = {"location": "a", "captured_at": "2020-01-01", "uri": "x.tif", "bands": cell}
   (entry,) = parse_manifest("/m/manifest.jsonl", json.dumps(row))
   assert entry.band_names == names and entry.band is None
+
+
+def test_a_coarser_sidecar_mask_of_one_extent_masks_the_band(tmp_path):
+  band = write_raster(str(tmp_path / "b.tif"), np.full((1, 32, 32), 100, np.uint16))
+  flags = np.zeros((1, 16, 16), np.uint8)
+  flags[0, :8] = 1  # the northern half, at 20 m
+  mask = write_raster(str(tmp_path / "m.tif"), flags, transform=COARSE)
+  assert usability.file_stats(band, None, mask_uri=mask).usable_fraction == 0.5
+  off = write_raster(str(tmp_path / "off.tif"), flags, transform=COARSE @ Affine.translation(2, 0))
+  with pytest.raises(usability.rasters.RasterError, match="do not cover one extent"):
+    usability.file_stats(band, None, mask_uri=off)
+
+
+def test_window_bytes_count_both_sources_of_an_index():
+  from changesweep.pipeline.chips import window_bytes
+
+  scene = capture_of(["/a/x.tif"], S2)
+  pair = Pair("p", scene, scene, (Derived("ndvi", 3, 2),), (0,))
+  chip = tiling.Chip(0, 0, 0, 4, 4, 0, 0, 4, 4)
+  assert window_bytes(pair, chip) == 4 * 4 * 3 * 2
