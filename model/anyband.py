@@ -51,26 +51,27 @@ def channel_code(name: str) -> float:
 
 def read_s2_capture(folder: str, shape: tuple[int, int] | None = None,
                     bands: Sequence[str] = S2_BANDS) -> np.ndarray:
-  """Reads `folder/<BAND>.tif` for every band, bilinear-resampled onto one grid.
+  """Reads `folder/<BAND>.tif` for every band onto the finest band's grid (the 10 m one),
+  bilinear, with the sweep's own helper (`transforms.band_grid.read_on_finest_grid`).
 
   Args:
     folder: Directory with one single-band file per band, named like `B02.tif`.
-    shape: Target `(height, width)`; default: the shape of B02 (the 10 m grid).
+    shape: The `(height, width)` the grid must have (the change mask's), or None.
     bands: Band names in output order.
 
   Returns:
     float32 `[H, W, len(bands)]` digital numbers.
+
+  Raises:
+    ValueError: the finest grid is not `shape`, or the files cannot share one grid.
   """
-  import rasterio
-  from rasterio.enums import Resampling
-  if shape is None:
-    with rasterio.open(os.path.join(folder, "B02.tif")) as src:
-      shape = src.shape
-  out = np.empty(tuple(shape) + (len(bands),), np.float32)
-  for k, name in enumerate(bands):
-    with rasterio.open(os.path.join(folder, f"{name}.tif")) as src:
-      out[..., k] = src.read(1, out_shape=tuple(shape), resampling=Resampling.bilinear)
-  return out
+  from changesweep.transforms.band_grid import read_on_finest_grid
+
+  out = read_on_finest_grid([os.path.join(folder, f"{name}.tif") for name in bands])
+  if shape is not None and out.pixels.shape[:2] != tuple(shape):
+    raise ValueError(f"{folder}: the bands' finest grid is {out.pixels.shape[:2]}, the change "
+                     f"mask {tuple(shape)}")
+  return out.pixels
 
 
 def add_indices(raw: np.ndarray) -> np.ndarray:

@@ -104,40 +104,30 @@ def read_capture(paths: Sequence[str] | str) -> tuple[np.ndarray, list[str | Non
   """Reads one multi-band raster or several single-band rasters onto the finest grid.
 
   Bands of different resolutions (Sentinel-2's 10/20/60 m files) are resampled bilinearly to
-  the largest shape among the files, as the sweep does. A single-band file without a
+  the finest file's grid with the sweep's helper (`transforms.band_grid`); the files must
+  cover one extent (to half a coarse pixel). A single-band file without a
   description is named by its file name when that is a band name (`B04.tif`).
 
   Returns:
     `(pixels float32 [H, W, C], band names (None where unnamed), driver of the first file)`.
   """
-  import warnings
-  import rasterio
-  from rasterio.enums import Resampling
+  from changesweep.transforms.band_grid import BandGridError, read_on_finest_grid
   if isinstance(paths, str):
     paths = tuple(p for p in paths.split(";") if p)
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # PNG/JPEG have no georeference
-    shapes, driver = [], None
-    for p in paths:
-      with rasterio.open(p) as src:
-        shapes.append(src.shape)
-        driver = driver or src.driver
-    shape = max(shapes, key=lambda s: s[0] * s[1])
-    bands, names = [], []
-    for p in paths:
-      with rasterio.open(p) as src:
-        data = src.read(out_shape=(src.count,) + tuple(shape), resampling=Resampling.bilinear)
-        desc = list(src.descriptions)
-      if len(paths) > 1 and data.shape[0] != 1:
-        raise BandInputError(f"{p}: a list of files must hold one band each, this has "
-                             f"{data.shape[0]}")
-      if len(desc) == 1 and not desc[0]:
-        stem = os.path.splitext(os.path.basename(p))[0]
-        desc = [stem if band_code(stem) is not None else None]
-      bands.append(data)
-      names += [d or None for d in desc]
-  pixels = np.transpose(np.concatenate(bands, 0), (1, 2, 0)).astype(np.float32)
-  return pixels, names, driver or ""
+  try:
+    read = read_on_finest_grid(paths)
+  except BandGridError as e:
+    raise BandInputError(f"{';'.join(paths)}: {e}") from None
+  if len(paths) > 1 and len(read.descriptions) != len(paths):
+    p, n = next((p, n) for p, n in zip(paths, read.counts) if n != 1)
+    raise BandInputError(f"{p}: a list of files must hold one band each, this has {n}")
+  names = list(read.descriptions)
+  if len(names) == len(paths):  # an unnamed single-band file is named by its file name
+    for k, p in enumerate(paths):
+      stem = os.path.splitext(os.path.basename(p))[0]
+      if not names[k] and band_code(stem) is not None:
+        names[k] = stem
+  return read.pixels, names, read.driver
 
 
 def describe(codes: Sequence[float]) -> str:

@@ -22,6 +22,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 
+from changesweep.pipeline.band_slots import band_stats
 from changesweep.pipeline.chips import ReadChips, chip_key, read_pair_window
 from changesweep.pipeline.elements import Pair, SceneRef
 from changesweep.pipeline.rasters import WindowReader
@@ -37,11 +38,9 @@ def capture_band_stats(pair: Pair) -> list[tuple[tuple[str, str], tuple[float, f
   """`((capture uri, band name), (weight, mean, std))` of each slot of both captures."""
   out = []
   for scene, positions in ((pair.before, pair.before_bands), (pair.after, pair.after_bands)):
-    if not scene.band_means:
-      continue
     weight = scene.usable_fraction * scene.height * scene.width
     for name, p in zip(pair.band_names, positions):
-      mean, std = scene.band_means[p], scene.band_stds[p]
+      mean, std = band_stats(scene, p) or (math.nan, math.nan)
       if math.isfinite(mean) and math.isfinite(std):
         out.append(((scene.uri, name), (weight, mean, std)))
   return out
@@ -99,10 +98,8 @@ def slot_stats(pair: Pair, scene: SceneRef, positions: tuple[int, ...], archive:
   for k, (name, p) in enumerate(zip(pair.band_names, positions)):
     if archive is not None and name in archive:
       c, s = archive[name]
-    elif scene.band_means:
-      c, s = scene.band_means[p], scene.band_stds[p]
     else:
-      c, s = 0.0, 1.0
+      c, s = band_stats(scene, p) or (0.0, 1.0)
     center[k] = c if math.isfinite(c) else 0.0
     scale[k] = s if math.isfinite(s) and s > _MIN_SCALE else 1.0
   return center, scale

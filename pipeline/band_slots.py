@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
+from changesweep.pipeline import usability
 from changesweep.pipeline.elements import SceneRef
 from changesweep.transforms import bands as band_ids
 
@@ -19,19 +20,65 @@ def identities(scene: SceneRef) -> list:
   return band_ids.identify_capture(scene.band_names, file_format=file_format(scene))
 
 
-def select_bands(scene: SceneRef, wanted: tuple[str, ...] | None, max_bands: int
-                 ) -> tuple[list[int], list]:
-  """Positions and identities of a capture's bands that feed the any-band model.
+Position = int | band_ids.Derived
+
+
+def plan_fixed(scene: SceneRef, wanted: tuple[str, ...]) -> list[Position]:
+  """Positions of a fixed-band model's bands in a capture; an index it lacks (NDVI, NDWI, NBR)
+  is derived from the bands it has.
 
   Raises:
-    BandError: no band can be identified, several are unnamed, or `wanted` is absent.
+    BandError: a band is absent (for an index: one of its sources) or ambiguous.
+  """
+  return band_ids.plan_bands(wanted, scene.band_names)
+
+
+def select_bands(scene: SceneRef, wanted: tuple[str, ...] | None, max_bands: int
+                 ) -> tuple[list[Position], list]:
+  """Positions and identities of a capture's bands that feed the any-band model.
+
+  A wanted index the capture lacks (`--bands ndvi`) is derived from its sources, a band of
+  kind index (band_code `CODE_INDEX`).
+
+  Raises:
+    BandError: no band can be identified, several are unnamed, or `wanted` (for an index: one
+      of its sources) is absent.
   """
   ids = identities(scene)
   if wanted:
-    positions = band_ids.resolve_bands(wanted, ids, file_format(scene))
+    positions = band_ids.plan_bands(wanted, ids, file_format(scene))
   else:
     positions = band_ids.select_for_any_band(ids, max_bands)
-  return positions, [ids[p] or band_ids.UNKNOWN for p in positions]
+  return positions, [band_ids.identify(p.name) if isinstance(p, band_ids.Derived)
+                     else ids[p] or band_ids.UNKNOWN for p in positions]
+
+
+def with_derived_stats(scene: SceneRef, positions, mask_values: tuple[int, ...] = ()
+                       ) -> SceneRef:
+  """The capture with the statistics of the derived bands among `positions` (usability pass).
+
+  Only captures whose other statistics were measured get them (both come from the decimated
+  read), so `band_stats` answers alike for real and derived bands.
+
+  Raises:
+    RasterError, PixelReadError: a source band could not be read.
+  """
+  derived = [p for p in positions if isinstance(p, band_ids.Derived)]
+  have = {d for d, _, _ in scene.derived_stats}
+  todo = [d for d in dict.fromkeys(derived) if d not in have]
+  if not todo or not scene.band_means:
+    return scene
+  stats = tuple((d, *usability.derived_stats(scene, d, mask_values)) for d in todo)
+  return scene._replace(derived_stats=scene.derived_stats + stats)
+
+
+def band_stats(scene: SceneRef, position: Position) -> tuple[float, float] | None:
+  """Mean and spread of one band of a capture (real or derived), or None where not measured."""
+  if isinstance(position, band_ids.Derived):
+    return next(((m, s) for d, m, s in scene.derived_stats if d == position), None)
+  if not scene.band_means:
+    return None
+  return scene.band_means[position], scene.band_stds[position]
 
 
 class Slots(NamedTuple):

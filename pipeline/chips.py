@@ -54,9 +54,17 @@ def in_statistics_sample(task: tuple[Pair, tiling.Chip], chip_size: int, overlap
 
 
 def read_options(pair: Pair, which: str) -> dict:
-  """How to read one capture of a pair: on the pair's common grid when it has one."""
+  """How to read one capture of a pair: on the pair's common grid when it has one, else on the
+  capture's own (for band files of different resolutions: the finest, bilinear)."""
   grid = pair.read_grid(which)
-  return {"grid": grid, "resampling": pair.grid.resampling} if grid is not None else {}
+  if grid is not None:
+    return {"grid": grid, "resampling": pair.grid.resampling}
+  scene = pair.before if which == "before" else pair.after
+  if len(scene.uris) > 1:  # per-band files: each coarser one read through a WarpedVRT
+    from changesweep.pipeline.grids import REFLECTANCE_RESAMPLING, grid_of
+
+    return {"grid": grid_of(scene), "resampling": REFLECTANCE_RESAMPLING}
+  return {}
 
 
 def window_bytes(pair: Pair, chip: tiling.Chip) -> int:
@@ -64,8 +72,11 @@ def window_bytes(pair: Pair, chip: tiling.Chip) -> int:
   def itemsize(dtype: str) -> int:
     return np.dtype(dtype).itemsize
 
-  return chip.height * chip.width * (len(pair.before_bands) * itemsize(pair.before.dtype)
-                                     + len(pair.after_bands) * itemsize(pair.after.dtype))
+  def planes(bands) -> int:  # a derived band (NDVI ...) reads its two sources
+    return sum(2 if isinstance(b, tuple) else 1 for b in bands)
+
+  return chip.height * chip.width * (planes(pair.before_bands) * itemsize(pair.before.dtype)
+                                     + planes(pair.after_bands) * itemsize(pair.after.dtype))
 
 
 def read_pair_window(reader: WindowReader, pair: Pair, chip: tiling.Chip,

@@ -33,6 +33,8 @@ class SceneRef(NamedTuple):
     band_means, band_stds: statistics of the valid pixels, per band (empty where not measured).
     mask_uri: a sidecar mask file on the same grid, or None.
     mask_band: the 0-based band that flags bad pixels, or None.
+    derived_stats: `(transforms.bands.Derived, mean, std)` of each derived band (NDVI ...) the
+      model reads from this capture, from the same decimated read (empty where none).
   """
   location: str
   captured_at: str
@@ -50,6 +52,7 @@ class SceneRef(NamedTuple):
   band_stds: tuple[float, ...] = ()
   mask_uri: str | None = None
   mask_band: int | None = None
+  derived_stats: tuple = ()
 
   @property
   def uri(self) -> str:
@@ -67,7 +70,8 @@ class Pair(NamedTuple):
   Attributes:
     pair_id: deterministic id: the same captures always give the same id.
     before, after: the two captures, `before` earlier.
-    before_bands, after_bands: 0-based band positions to read, in model order.
+    before_bands, after_bands: 0-based band positions to read, in model order; a derived band
+      (NDVI ...) is a `transforms.bands.Derived` of two positions instead.
     band_names, band_codes: for an any-band model, each slot's band identity and its code
       (`transforms.bands.band_code`); empty for fixed-band models.
     grid: the common grid (`pipeline.grids.PairGrid`) when the captures' grids differ, else None.

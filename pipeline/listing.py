@@ -33,6 +33,7 @@ class CaptureFile(NamedTuple):
   stats: usability.FileStats | None = None
   mask_band: int | None = None
   is_mask: bool = False  # a band file named as `--mask_band`: the capture's mask, not a band
+  band_names: tuple[str, ...] | None = None  # a manifest's `bands`: the file's bands, in order
 
 
 def relative_to(root: str, path: str) -> str:
@@ -59,8 +60,10 @@ def _resolve(base_dir: str, uri: str) -> str:
 
 
 def parse_manifest(name: str, text: str) -> Iterator[CaptureFile | DeadLetter]:
-  """Rows of a CSV or JSONL manifest (`location, captured_at, uri[, band]`).
+  """Rows of a CSV or JSONL manifest (`location, captured_at, uri[, band][, bands]`).
 
+  `band` names the one band of a file (one file per band); `bands` names a multi-band file's
+  bands in order ("B04;B03;B02", "red,nir", or a JSON list), over its own descriptions.
   Relative uris are taken relative to the manifest's folder. A bad row becomes a dead letter,
   and so does a row that lists a file again (filed under the row, `name:line`, since the
   file itself is accounted for by its first row).
@@ -102,7 +105,16 @@ def parse_manifest(name: str, text: str) -> Iterator[CaptureFile | DeadLetter]:
     mask = row.get("mask") or None
     yield CaptureFile(str(row["location"]), captured_at, row.get("band") or None,
                       uri, -1,
-                      mask_uri=_resolve(base, mask) if mask else None)
+                      mask_uri=_resolve(base, mask) if mask else None,
+                      band_names=parse_band_list(row.get("bands")))
+
+
+def parse_band_list(value) -> tuple[str, ...] | None:
+  """A manifest's `bands` cell: names separated by `;`, `,` or `|`, or a JSON list; None if empty."""
+  if not value:
+    return None
+  names = value if isinstance(value, list) else re.split(r"[;,|]", str(value))
+  return tuple(str(n).strip() for n in names if str(n).strip()) or None
 
 
 class _ReadHeader(beam.DoFn):
@@ -121,6 +133,11 @@ class _ReadHeader(beam.DoFn):
     masks = self.masks
     try:
       meta = rasters.read_meta(entry.uri)
+      if entry.band_names:
+        if len(entry.band_names) != meta.count:
+          raise BandError(f"the manifest names {len(entry.band_names)} bands "
+                          f"{list(entry.band_names)}, the file has {meta.count}")
+        meta = meta._replace(descriptions=entry.band_names)
       mask_uri = entry.mask_uri
       if masks.layout and self.root and entry.fields:
         mask_uri = usability.sidecar_uri(self.root, masks.layout, dict(entry.fields))

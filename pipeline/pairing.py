@@ -12,7 +12,9 @@ from changesweep.pipeline.elements import (CaptureRecord, DeadLetter, FirstCaptu
                                            make_pair_id)
 from changesweep.pipeline.listing import CaptureFile
 from changesweep.pipeline.metrics import inc_counter
-from changesweep.transforms.bands import BandError, resolve_bands
+from changesweep.pipeline.rasters import PixelReadError, RasterError
+from changesweep.transforms.band_grid import BandGrid, BandGridError, finest
+from changesweep.transforms.bands import BandError
 
 STAGE = "pairing"
 
@@ -46,18 +48,15 @@ def assemble_captures(location: str, files: Iterable[CaptureFile]
                           f"{captured_at}; kept the band files", location)
                for f in group if f.band is None]
       first = banded[0].meta
-      odd = [f for f in banded if (f.meta.height, f.meta.width, f.meta.crs, f.meta.transform)
-             != (first.height, first.width, first.crs, first.transform) or f.meta.count != 1]
-      if odd:
-        uri = ";".join(f.uri for f in banded)
-        dead.append(DeadLetter(uri, STAGE, "band files of one capture must be single-band "
-                               "rasters on the same grid", location))
+      grid, why = _band_grid(banded)
+      if why:
+        dead.append(DeadLetter(";".join(f.uri for f in banded), STAGE, why, location))
         continue
       # The `--mask_band` file (e.g. SCL) stays among the files, so it is accounted for with
       # its capture, and masks the capture's pixels; it is no band the model can ask for.
       mask_file = next((f.uri for f in banded if f.is_mask), None)
       scenes.append(SceneRef(location, captured_at, tuple(f.uri for f in banded), tuple(names),
-                             first.height, first.width, first.dtype, first.crs, first.transform,
+                             grid.height, grid.width, first.dtype, grid.crs, grid.transform,
                              first.nodata, sum(max(f.size_bytes, 0) for f in banded),
                              **{**_stats_fields(banded),
                                 **({"mask_uri": mask_file} if mask_file else {})}))
@@ -70,6 +69,21 @@ def assemble_captures(location: str, files: Iterable[CaptureFile]
                            m.dtype, m.crs, m.transform, m.nodata, max(keep.size_bytes, 0),
                            **_stats_fields([keep])))
   return scenes, dead
+
+
+def _band_grid(files: list[CaptureFile]) -> tuple[object | None, str | None]:
+  """The header of the band file whose grid a capture is read on (the finest), or why none.
+
+  Band files of one capture may differ in resolution (Sentinel-2's 10/20/60 m): they are read
+  on the finest one's grid, bilinear (`transforms.band_grid`), if they cover the same extent.
+  """
+  if any(f.meta.count != 1 for f in files):
+    return None, "band files of one capture must be single-band rasters"
+  grids = [BandGrid(f.meta.crs, f.meta.transform, f.meta.height, f.meta.width) for f in files]
+  try:
+    return files[finest(grids)].meta, None
+  except BandGridError as e:
+    return None, str(e)
 
 
 def _stats_fields(files: list[CaptureFile]) -> dict:
@@ -126,17 +140,18 @@ def common_grid(a: SceneRef, b: SceneRef, bands_a: tuple, bands_b: tuple, option
   return (None if plan.no_warp else plan), None
 
 
-def capture_record(scene: SceneRef, bands: tuple[int, ...]) -> CaptureRecord | None:
+def capture_record(scene: SceneRef, bands: tuple) -> CaptureRecord | None:
   """The history record of a usable capture: statistics of the model's bands."""
-  if not scene.band_means:
+  stats = [band_slots.band_stats(scene, b) for b in bands]
+  if not scene.band_means or None in stats:
     return None
   return CaptureRecord(scene.location, scene.captured_at, scene.uri, scene.usable_fraction,
-                       tuple(scene.band_means[b] for b in bands),
-                       tuple(scene.band_stds[b] for b in bands))
+                       tuple(m for m, _ in stats), tuple(s for _, s in stats))
 
 
 def pair_series(location: str, files: Iterable[CaptureFile], bands: tuple[str, ...],
-                min_usable: float = 0.0, max_bands: int = 0, grids: GridOptions | None = None
+                min_usable: float = 0.0, max_bands: int = 0, grids: GridOptions | None = None,
+                mask_values: tuple[int, ...] = ()
                 ) -> Iterable[Pair | FirstCapture | DeadLetter | CaptureRecord]:
   """Consecutive pairs of one location's captures, sorted by time.
 
@@ -148,6 +163,9 @@ def pair_series(location: str, files: Iterable[CaptureFile], bands: tuple[str, .
 
   With `max_bands` (an any-band model), a capture feeds every band it has that can be
   identified (or the `bands` asked for), and a pair the identities both captures share.
+  An index asked for (NDVI, NDWI, NBR) that a capture lacks is derived from its source bands
+  (`transforms.bands.plan_bands`); its statistics are read here, on the usability pass's
+  decimated grid (`mask_values` as `--mask_values`).
 
   Captures on different grids (CRS, resolution, extent or alignment) are paired on a common
   grid (`pipeline.grids.plan_common_grid`, by default the earlier capture's) unless they cannot
@@ -163,7 +181,7 @@ def pair_series(location: str, files: Iterable[CaptureFile], bands: tuple[str, .
         sel = band_slots.select_bands(scene, bands or None, max_bands)
         scene_bands = tuple(sel[0])
       else:
-        sel, scene_bands = None, tuple(resolve_bands(bands, scene.band_names))
+        sel, scene_bands = None, tuple(band_slots.plan_fixed(scene, bands))
     except BandError as e:
       yield DeadLetter(scene.uri, STAGE, str(e), location)
       continue
@@ -172,6 +190,11 @@ def pair_series(location: str, files: Iterable[CaptureFile], bands: tuple[str, .
                        f"unusable: {100 * scene.usable_fraction:.1f}% of pixels are valid "
                        f"(nodata, cloud or masked), below the {100 * min_usable:.0f}% needed",
                        location)
+      continue
+    try:  # a derived band's statistics, from the usability pass's decimated read
+      scene = band_slots.with_derived_stats(scene, scene_bands, mask_values)
+    except (RasterError, PixelReadError) as e:
+      yield DeadLetter(scene.uri, "usability", str(e), location)
       continue
     if previous is None:
       yield FirstCapture(location, scene.captured_at, scene.uri)
@@ -201,8 +224,9 @@ class PairConsecutive(beam.PTransform):
   """`CaptureFile`s -> `(pairs, first_captures, dead_letters, capture_records)` by location."""
 
   def __init__(self, bands: tuple[str, ...], min_usable: float = 0.0, max_bands: int = 0,
-               grids: GridOptions | None = None):
+               grids: GridOptions | None = None, mask_values: tuple[int, ...] = ()):
     super().__init__()
+    self.mask_values = tuple(mask_values)
     self.grids = grids or GridOptions()
     if not bands and not max_bands:
       raise ValueError("the model's input bands must be known to pair captures")
@@ -214,11 +238,12 @@ class PairConsecutive(beam.PTransform):
 
   def expand(self, files):
     bands, min_usable, max_bands, grids = self.bands, self.min_usable, self.max_bands, self.grids
+    mask_values = self.mask_values
     counters = {"Pair": "pairs_emitted", "FirstCapture": "first_captures",
                 "DeadLetter": "captures_rejected", "CaptureRecord": "usable_captures"}
 
     def pair(location, group):
-      for out in pair_series(location, group, bands, min_usable, max_bands, grids):
+      for out in pair_series(location, group, bands, min_usable, max_bands, grids, mask_values):
         kind = type(out).__name__
         inc_counter(STAGE, counters[kind])
         yield beam.pvalue.TaggedOutput(kind, out)

@@ -14,6 +14,7 @@ from apache_beam.io.filesystems import FileSystems
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
+from changesweep.transforms.bands import Derived, normalized_difference
 from changesweep.transforms.masks import band_valid, is_masked
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
@@ -143,11 +144,14 @@ class WindowReader:
     self._open[key] = src  # most recent last
     return src
 
-  def read(self, uris: tuple[str, ...], bands: tuple[int, ...], window: Window,
+  def read(self, uris: tuple[str, ...], bands: tuple, window: Window,
            nodata: float | None, mask_uri: str | None = None, mask_band: int | None = None,
            mask_values: tuple[int, ...] = (), grid=None, resampling: str = "bilinear"
            ) -> tuple[np.ndarray, np.ndarray]:
     """Reads `bands` (0-based, over the capture's band list) in `window`.
+
+    A band may be a `transforms.bands.Derived` (NDVI ...): its two source bands are read and
+    their normalized difference taken; it is invalid where either source is or their sum is 0.
 
     With `grid` (a `pipeline.grids.Grid`), the window is one of that grid and the files are
     read through a `WarpedVRT` onto it: bands with `resampling`, masks with nearest.
@@ -157,13 +161,25 @@ class WindowReader:
       (nodata, alpha or internal mask), not finite, or flagged by the capture's mask band or
       sidecar mask file (values in `mask_values`, or any non-zero value when it is empty).
     """
+    read: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def plane(band: int) -> tuple[np.ndarray, np.ndarray]:
+      if band not in read:
+        uri, index = (uris[band], 1) if len(uris) > 1 else (uris[0], band + 1)
+        with reading(uri, f"band {index}"):
+          src = self._get(uri, grid, resampling)
+          data = src.read(index, window=window, out_dtype="float32")
+          read[band] = data, band_valid(data, src.read_masks(index, window=window), nodata)
+      return read[band]
+
     planes, valid = [], None
     for band in bands:
-      uri, index = (uris[band], 1) if len(uris) > 1 else (uris[0], band + 1)
-      with reading(uri, f"band {index}"):
-        src = self._get(uri, grid, resampling)
-        data = src.read(index, window=window, out_dtype="float32")
-        mask = band_valid(data, src.read_masks(index, window=window), nodata)
+      if isinstance(band, Derived):
+        (a, ok_a), (b, ok_b) = plane(band.a), plane(band.b)
+        data = normalized_difference(a, b)
+        mask = ok_a & ok_b & np.isfinite(data)
+      else:
+        data, mask = plane(band)
       valid = mask if valid is None else valid & mask
       planes.append(data)
     if mask_band is not None:

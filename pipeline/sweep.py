@@ -252,7 +252,7 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
   files, dead_listing = p | "ListCaptures" >> ListCaptures(cfg.input, cfg.layout, cfg.manifest,
                                                            cfg.masks)
   pairs, firsts, dead_pairing, records = files | "PairConsecutive" >> PairConsecutive(
-      cfg.bands, cfg.min_usable_fraction, cfg.max_bands, cfg.grids)
+      cfg.bands, cfg.min_usable_fraction, cfg.max_bands, cfg.grids, cfg.masks.values)
   state = None
   if cfg.state or cfg.since or cfg.force:
     if cfg.state:

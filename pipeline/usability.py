@@ -3,12 +3,13 @@ of the valid pixels, from one decimated read per file (a few hundred pixels a si
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from rasterio.enums import Resampling
 
 from changesweep.pipeline import rasters
+from changesweep.transforms.band_grid import BandGridError, finest, grid_of_dataset
 from changesweep.transforms.masks import band_valid, is_masked
 
 # Side of the decimated grid the usability check reads; the chips read the full resolution.
@@ -79,9 +80,13 @@ def file_stats(uri: str, nodata: float | None, mask_band: int | None = None,
     valid &= ~is_masked(data[mask_band], mask_values)
   if mask_uri is not None:
     with rasters.reading(mask_uri, "mask"), rasters.open_raster(mask_uri) as m:
-      if (m.height, m.width) != (src.height, src.width):
-        raise rasters.RasterError(f"mask {mask_uri} is {m.height}x{m.width}, the capture "
-                                  f"{src.height}x{src.width}")
+      if (m.height, m.width) != (src.height, src.width):  # a 20 m mask of a 10 m band: one extent
+        try:
+          finest([grid_of_dataset(src), grid_of_dataset(m)])
+        except BandGridError:
+          raise rasters.RasterError(f"mask {mask_uri} is {m.height}x{m.width}, the capture "
+                                    f"{src.height}x{src.width}, and they do not cover one "
+                                    "extent") from None
       flags = m.read(1, out_shape=shape, resampling=Resampling.nearest)
     valid &= ~is_masked(flags, mask_values)
   n = int(valid.sum())
@@ -91,3 +96,53 @@ def file_stats(uri: str, nodata: float | None, mask_band: int | None = None,
   pixels = data[:, valid]
   return FileStats(n / valid.size, tuple(float(v) for v in pixels.mean(axis=1)),
                    tuple(float(v) for v in pixels.std(axis=1)))
+
+
+def capture_overview(scene, positions: Sequence[int], mask_values: tuple[int, ...] = ()
+                     ) -> tuple[np.ndarray, np.ndarray]:
+  """Bands of a capture on its decimated grid, as `file_stats` reads them, and where valid.
+
+  Band files of different resolutions cover one extent (`transforms.band_grid.finest`), so each
+  is read straight onto the capture's decimated grid.
+
+  Args:
+    scene: the capture (`elements.SceneRef`).
+    positions: 0-based bands of the capture.
+    mask_values: `--mask_values` for the capture's mask band or file.
+
+  Returns:
+    `([C, h, w] float64, [h, w] bool)`: valid where every band is and no mask flags the pixel.
+  """
+  scale = max(1, int(np.ceil(max(scene.height, scene.width) / STATS_SIDE)))
+  shape = (max(1, scene.height // scale), max(1, scene.width // scale))
+  planes, valid = [], np.ones(shape, bool)
+  for p in positions:
+    uri, index = (scene.uris[p], 1) if len(scene.uris) > 1 else (scene.uris[0], p + 1)
+    with rasters.reading(uri, f"band {index}"), rasters.open_raster(uri) as src:
+      data = src.read(index, out_shape=shape, resampling=Resampling.nearest, out_dtype="float64")
+      masks = src.read_masks(index, out_shape=shape, resampling=Resampling.nearest)
+    valid &= band_valid(data, masks, scene.nodata)
+    planes.append(data)
+  for uri, index in ((scene.uris[0], scene.mask_band), (scene.mask_uri, 0)):
+    if uri is not None and index is not None:
+      with rasters.reading(uri, "mask"), rasters.open_raster(uri) as src:
+        flags = src.read(index + 1, out_shape=shape, resampling=Resampling.nearest)
+      valid &= ~is_masked(flags, mask_values)
+  return np.stack(planes), valid
+
+
+def derived_stats(scene, derived, mask_values: tuple[int, ...] = ()) -> tuple[float, float]:
+  """Mean and standard deviation of a derived band (`transforms.bands.Derived`, e.g. NDVI) over
+  a capture's valid pixels on the decimated grid; NaN where no pixel is valid.
+
+  The index is computed as the chips compute it (`transforms.bands.normalized_difference`):
+  invalid where either source band is, or where their sum is 0.
+  """
+  from changesweep.transforms.bands import normalized_difference
+
+  (a, b), valid = capture_overview(scene, (derived.a, derived.b), mask_values)
+  index = normalized_difference(a, b)
+  values = index[valid & np.isfinite(index)].astype(np.float64)
+  if not values.size:
+    return float("nan"), float("nan")
+  return float(values.mean()), float(values.std())

@@ -9,13 +9,13 @@ import contextlib
 from typing import Iterator, Literal
 
 import numpy as np
-import rasterio
-from rasterio.enums import Resampling
-from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from changesweep.pipeline.grids import (MASK_RESAMPLING, NO_WARP, REFLECTANCE_RESAMPLING, Grid,
                                         _crs, grid_of_dataset, parse_resampling, same_grid)
+# One warper view for pair grids here and for a capture's band files of different resolutions
+# (`transforms.band_grid`, shared with training).
+from changesweep.transforms.band_grid import AlphaMaskedVRT, warped_view  # noqa: F401
 
 
 def resampling_for(kind: Literal["reflectance", "mask"], override: str | None = None) -> str:
@@ -36,27 +36,7 @@ def warp_to_grid(dataset, grid: Grid | None, resampling: str = REFLECTANCE_RESAM
     return dataset
   if not dataset.crs or not grid.crs_wkt:
     raise ValueError("cannot warp a raster without georeference onto another grid")
-  options = dict(crs=grid.crs, transform=grid.affine, width=grid.width, height=grid.height,
-                 resampling=Resampling[resampling])
-  if dataset.nodata is not None:
-    return WarpedVRT(dataset, src_nodata=dataset.nodata, nodata=dataset.nodata, **options)
-  return AlphaMaskedVRT(dataset, add_alpha=True, **options)
-
-
-class AlphaMaskedVRT(WarpedVRT):
-  """A WarpedVRT with an added alpha band that its band masks honour.
-
-  Without a nodata value, the warper marks pixels outside the source footprint only in the alpha
-  band, and GDAL takes an alpha band as the mask only of 2- and 4-band datasets; here every
-  band's `read_masks` is 0 where the alpha is, so readers of masks need no special case.
-  """
-
-  def read_masks(self, indexes=None, window=None, out=None, out_shape=None, **kwargs):
-    masks = super().read_masks(indexes, window=window, out=out, out_shape=out_shape, **kwargs)
-    alpha = super().read(self.count, window=window, out_shape=masks.shape[-2:],
-                         resampling=Resampling.nearest)
-    masks[..., alpha == 0] = 0
-    return masks
+  return warped_view(dataset, grid.crs, grid.affine, grid.width, grid.height, resampling)
 
 
 @contextlib.contextmanager

@@ -5,11 +5,12 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from rasterio.transform import Affine
 
 from changesweep.model import anyband, bandcodes, evaluate, network
 from changesweep.model import format as model_format
 from changesweep.transforms import normalization as norm
-from tests.rasters import write_raster
+from tests.rasters import GRID, write_raster
 
 SIZE = 32
 WIDTHS = (8, 8, 16, 16)
@@ -217,7 +218,7 @@ def test_derived_index_is_requested_as_a_band():
 def test_mixed_resolutions_are_resampled_to_the_finest_grid(tmp_path):
   fine = write_raster(str(tmp_path / "B04.tif"), np.full((1, 8, 8), 10, np.uint16))
   coarse = write_raster(str(tmp_path / "B11.tif"), np.full((1, 4, 4), 20, np.uint16),
-                        descriptions=("B11",))
+                        descriptions=("B11",), transform=GRID @ Affine.scale(2))
   pixels, names, _ = bandcodes.read_capture([fine, coarse])
   assert pixels.shape == (8, 8, 2) and names == ["B04", "B11"]
   np.testing.assert_allclose(pixels[..., 1], 20)
