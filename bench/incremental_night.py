@@ -84,7 +84,9 @@ def table(result: dict) -> str:
            f"{a['scene_px']}² ({a['bytes_on_disk'] / 2 ** 20:.0f} MiB on disk), CVA, "
            f"{result['workers']} workers, `--state`; night 3 adds one capture "
            f"({a['new_capture_bytes'] / 2 ** 20:.1f} MiB). Counters from each night's "
-           f"run.json; the state file is {result['state_file_bytes'] / 1024:.1f} KiB.", "",
+           f"run.json; the state file is {result['state_file_bytes'] / 1024:.1f} KiB. Wall "
+           f"times are noisy (load average {result.get('machine', {}).get('load_avg_1m')} on "
+           f"{result.get('machine', {}).get('cores')} cores when it ran): compare bytes.", "",
            "| night | files listed | known from the state | read | rasters opened | "
            "bytes read | pairs scored | chips lost | wall s |", "|---|---|---|---|---|---|---|---|---|"]
   for n in result["nights"]:
