@@ -2,7 +2,8 @@
 
 The state is a JSONL file (local or gs://), one line per location::
 
-  {"location": "dubai", "last_captured_at": "2018-03-30T00:00:00", "retry": [], "run_id": "..."}
+  {"location": "dubai", "last_captured_at": "2018-03-30T00:00:00", "retry": [], "run_id": "...",
+   "files": {"crs": [...], "files": [...]}}
 
 `last_captured_at` is the latest capture of the location that a sweep has accounted for: the
 `after` of a pair that was scored, or the location's first capture. Tonight's sweep still lists
@@ -13,6 +14,12 @@ its id is in `retry` (`--force` keeps them all) and, with `--since DATE`, on or 
 scored since: a failed pair is tried again every night until it is scored, even when a later
 pair of the location was. Pairs left out tonight are counted (`incremental/files_skipped`) so
 the accounting of listed files holds on incremental runs too.
+
+`files` holds what listing learnt of each of the location's files (`pipeline.known_files`), so
+the next night rebuilds an unchanged file's header and usability statistics from the state
+instead of opening it: a night with no new capture reads no raster. A location none of whose
+captures could be accounted for yet (all unusable, say) keeps its files with an empty
+`last_captured_at`.
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from changesweep.pipeline import times
+from changesweep.pipeline import known_files, times
 from changesweep.pipeline.elements import FirstCapture, Pair
 from changesweep.pipeline.metrics import inc_counter
 
@@ -37,17 +44,23 @@ class LocationState(NamedTuple):
 
   Attributes:
     location: the location id.
-    last_captured_at: ISO 8601 capture time.
+    last_captured_at: ISO 8601 capture time ("" when no capture is accounted for yet).
     run_id: the run that advanced it.
     retry: ids of the location's pairs that failed and are to be tried again.
+    files: the known-file records of the location's listed files (`pipeline.known_files`).
   """
   location: str
   last_captured_at: str
   run_id: str = ""
   retry: tuple[str, ...] = ()
+  files: tuple[dict, ...] = ()
 
   def to_json(self) -> str:
-    return json.dumps({**self._asdict(), "retry": sorted(self.retry)}, sort_keys=True)
+    row = {**self._asdict(), "retry": sorted(self.retry)}
+    row["files"] = known_files.pack(self.files) if self.files else None
+    if row["files"] is None:
+      del row["files"]
+    return json.dumps(row, sort_keys=True)
 
 
 def parse_since(text: str | None) -> str | None:
@@ -74,9 +87,11 @@ def parse_state(text: str, where: str = "state") -> list[LocationState]:
       continue
     try:
       row = json.loads(line)
-      out.append(LocationState(str(row["location"]), _iso(row["last_captured_at"]),
+      last = row["last_captured_at"]
+      out.append(LocationState(str(row["location"]), _iso(last) if last else "",
                                str(row.get("run_id") or ""),
-                               tuple(str(r) for r in row.get("retry") or ())))
+                               tuple(str(r) for r in row.get("retry") or ()),
+                               known_files.unpack(row.get("files"))))
     except (ValueError, KeyError, TypeError) as e:
       raise ValueError(f"{where}:{n}: not a state record ({e}): {line[:200]!r}") from None
   return out
@@ -116,31 +131,44 @@ def select_new(location: str, pairs: Iterable[Pair], firsts: Iterable[FirstCaptu
 
 def advance(states: Iterable[LocationState]) -> LocationState:
   """The latest of a location's states (old state and tonight's scored captures)."""
-  return max(states, key=lambda s: (_time(s.last_captured_at), s.run_id))
+  return max(states, key=lambda s: (s.last_captured_at != "",
+                                    _time(s.last_captured_at) if s.last_captured_at else None,
+                                    s.run_id))
+
+
+def last_accounted(states: list[LocationState]) -> str | None:
+  """The latest capture the states account for, or None (the location is new tonight)."""
+  return (advance(states).last_captured_at or None) if states else None
 
 
 def next_state(location: str, old: Iterable[LocationState], scored: Iterable[dict],
-               firsts: Iterable[dict], dead: Iterable[dict], run_id: str
-               ) -> LocationState | None:
-  """A location's state after tonight (pure): the latest capture accounted for, and the pairs
-  to retry: those that failed before or tonight, less those scored tonight.
+               firsts: Iterable[dict], dead: Iterable[dict], run_id: str,
+               files: Iterable[dict] | None = None) -> LocationState | None:
+  """A location's state after tonight (pure): the latest capture accounted for, the pairs
+  to retry (those that failed before or tonight, less those scored tonight) and the files.
 
   Args:
     old: the location's previous state records.
     scored, firsts, dead: tonight's pair rows, first-capture rows and dead-letter rows.
+    files: the known-file records of tonight's listed files (all of them: a file not listed
+      tonight is gone), or None to keep the old records.
 
   Returns:
-    The new state, or None when nothing gives the location a last capture yet (then the next
-    night treats it as new and tries all its pairs anyway).
+    The new state, or None when nothing gives the location a last capture yet and no file is
+    known (then the next night treats it as new and tries all its pairs anyway).
   """
   scored, old = list(scored), list(old)
-  states = old + [LocationState(location, _iso(r["after_captured_at"]), run_id) for r in scored]
+  known = (tuple(sorted(files, key=lambda r: r["uri"])) if files is not None
+           else tuple({r["uri"]: r for s in old for r in s.files}.values()))
+  states = [s for s in old if s.last_captured_at]
+  states += [LocationState(location, _iso(r["after_captured_at"]), run_id) for r in scored]
   states += [LocationState(location, _iso(r["captured_at"]), run_id) for r in firsts]
-  if not states:
+  if not states and not known:
     return None
   failed = {r["pair_id"] for r in dead if r.get("pair_id") and r.get("stage") != "pairing"}
   retry = ({p for s in old for p in s.retry} | failed) - {r["pair_id"] for r in scored}
-  return advance(states)._replace(retry=tuple(sorted(retry)))
+  state = advance(states) if states else LocationState(location, "", run_id)
+  return state._replace(retry=tuple(sorted(retry)), files=known)
 
 
 def skipped_files(pairs: Iterable[Pair], firsts: Iterable[FirstCapture]) -> int:
@@ -169,6 +197,13 @@ class ReadState(beam.PTransform):
             | "KeyByLocation" >> beam.Map(lambda s: (s.location, s)))
 
 
+class KnownFiles(beam.PTransform):
+  """The state's `(location, LocationState)` -> its known-file records (for `ListCaptures`)."""
+
+  def expand(self, state):
+    return state | "Files" >> beam.FlatMap(lambda kv: kv[1].files)
+
+
 class SelectNewPairs(beam.PTransform):
   """`(pairs, first_captures)` + state -> only what tonight's sweep scores and reports.
 
@@ -192,7 +227,7 @@ class SelectNewPairs(beam.PTransform):
 
     def select(location, joined):
       states = list(joined.get("state", ()))
-      last = advance(states).last_captured_at if states else None
+      last = last_accounted(states)
       retry = [p for s in states for p in s.retry]
       all_pairs, all_firsts = list(joined["pairs"]), list(joined["firsts"])
       new_pairs, new_firsts = select_new(location, all_pairs, all_firsts, last, since,
@@ -218,14 +253,16 @@ class WriteState(beam.PTransform):
   """Old state + tonight's pair, first-capture and dead-letter rows -> the new state file.
 
   Written as one JSONL file at the state path (replaced whole; the old state is carried over
-  through the join, so locations not seen tonight keep theirs).
+  through the join, so locations not seen tonight keep theirs). With `known` (the known-file
+  records of tonight's listed files, `listing.KnownFileRecords`), they replace the old ones.
   """
 
-  def __init__(self, path: str, old_state, run_id: str):
+  def __init__(self, path: str, old_state, run_id: str, known=None):
     super().__init__()
     self.path = path
     self.old_state = old_state
     self.run_id = run_id
+    self.known = known
 
   def expand(self, pcolls):
     pair_rows, first_rows, dead_rows = pcolls
@@ -237,12 +274,15 @@ class WriteState(beam.PTransform):
     failed = (dead_rows
               | "PairFailures" >> beam.Filter(lambda r: bool(r.get("pair_id") and r.get("location")))
               | "KeyFailures" >> beam.Map(lambda r: (r["location"], r)))
-    joined = ({"old": self.old_state, "scored": by_location(pair_rows, "Scored"),
-               "firsts": by_location(first_rows, "Firsts"), "dead": failed}
-              | "JoinByLocation" >> beam.CoGroupByKey())
-    return (joined
+    inputs = {"old": self.old_state, "scored": by_location(pair_rows, "Scored"),
+              "firsts": by_location(first_rows, "Firsts"), "dead": failed}
+    if self.known is not None:
+      inputs["files"] = by_location(self.known, "Files")
+    return (inputs
+            | "JoinByLocation" >> beam.CoGroupByKey()
             | "NextState" >> beam.FlatMapTuple(lambda loc, j: [s for s in [next_state(
-                loc, j["old"], j["scored"], j["firsts"], j["dead"], run_id)] if s])
+                loc, j["old"], j["scored"], j["firsts"], j["dead"], run_id,
+                j["files"] if "files" in j else None)] if s])
             | "ToJson" >> beam.Map(lambda s: s.to_json())
             | "Write" >> beam.io.WriteToText(self.path, shard_name_template="",
                                              num_shards=1))
@@ -253,4 +293,5 @@ def read_state_file(path: str) -> dict[str, str]:
   if not FileSystems.exists(path):
     return {}
   with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-    return {s.location: s.last_captured_at for s in parse_state(f.read().decode(), path)}
+    return {s.location: s.last_captured_at for s in parse_state(f.read().decode(), path)
+            if s.last_captured_at}

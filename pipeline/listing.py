@@ -12,7 +12,7 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 
-from changesweep.pipeline import rasters, usability
+from changesweep.pipeline import known_files, rasters, usability
 from changesweep.pipeline.elements import DeadLetter
 from changesweep.pipeline.layout import Layout, LayoutError, parse_time
 from changesweep.pipeline.metrics import inc_counter
@@ -34,6 +34,8 @@ class CaptureFile(NamedTuple):
   mask_band: int | None = None
   is_mask: bool = False  # a band file named as `--mask_band`: the capture's mask, not a band
   band_names: tuple[str, ...] | None = None  # a manifest's `bands`: the file's bands, in order
+  modified: float | None = None  # the storage listing's modification time (seconds)
+  mask_identity: tuple[int, float] | None = None  # the sidecar mask's (size, modified)
 
 
 def relative_to(root: str, path: str) -> str:
@@ -43,13 +45,14 @@ def relative_to(root: str, path: str) -> str:
   return path[len(root):]
 
 
-def entry_from_path(root: str, layout: Layout, path: str, size: int) -> CaptureFile:
+def entry_from_path(root: str, layout: Layout, path: str, size: int,
+                    modified: float | None = None) -> CaptureFile:
   """Applies the layout to one matched path (pure; raises LayoutError)."""
   rel = relative_to(root, path)
   fields = layout.match(rel)
   raw = tuple(sorted(layout.regex.match(rel).groupdict().items()))
   return CaptureFile(fields["location"], fields["captured_at"], fields.get("band"), path, size,
-                     fields=raw)
+                     fields=raw, modified=modified)
 
 
 def _resolve(base_dir: str, uri: str) -> str:
@@ -117,17 +120,41 @@ def parse_band_list(value) -> tuple[str, ...] | None:
   return tuple(str(n).strip() for n in names if str(n).strip()) or None
 
 
+def mask_uri_of(entry: CaptureFile, root: str | None, masks: usability.MaskSpec) -> str | None:
+  """The sidecar mask of a listed file: the manifest's, or the mask layout filled in.
+
+  Raises:
+    KeyError: the mask layout names a field this path lacks.
+  """
+  if masks.layout and root and entry.fields:
+    return usability.sidecar_uri(root, masks.layout, dict(entry.fields))
+  return entry.mask_uri
+
+
 class _ReadHeader(beam.DoFn):
   """Adds the raster header and the usability statistics (masks applied) to each file.
 
-  Unreadable files, and files whose mask cannot be read, go to the dead-letter output.
+  Unreadable files, and files whose mask cannot be read, go to the dead-letter output. The
+  files opened and the bytes read are counted (`listing/rasters_opened`, `listing/bytes_read`).
+  With `identify`, a sidecar mask's identity is kept too, for the next night's state.
   """
 
-  def __init__(self, root: str | None, masks: usability.MaskSpec):
+  def __init__(self, root: str | None, masks: usability.MaskSpec, identify: bool = False):
     self.root = root
     self.masks = masks
+    self.identify = identify
 
   def process(self, entry: CaptureFile):
+    inc_counter(STAGE, "files_read")
+    with rasters.counting_reads() as tally:  # outputs go downstream only after the count
+      try:
+        out = list(self._read(entry))
+      finally:
+        inc_counter(STAGE, "rasters_opened", tally.opens)
+        inc_counter(STAGE, "bytes_read", tally.bytes)
+    yield from out
+
+  def _read(self, entry: CaptureFile):
     from changesweep.transforms.bands import BandError, resolve_bands
 
     masks = self.masks
@@ -138,9 +165,7 @@ class _ReadHeader(beam.DoFn):
           raise BandError(f"the manifest names {len(entry.band_names)} bands "
                           f"{list(entry.band_names)}, the file has {meta.count}")
         meta = meta._replace(descriptions=entry.band_names)
-      mask_uri = entry.mask_uri
-      if masks.layout and self.root and entry.fields:
-        mask_uri = usability.sidecar_uri(self.root, masks.layout, dict(entry.fields))
+      mask_uri = mask_uri_of(entry, self.root, masks)
       mask_band = None
       is_mask = usability.is_mask_file(entry.band, masks)
       if masks.band and entry.band is None:
@@ -161,20 +186,96 @@ class _ReadHeader(beam.DoFn):
           entry.location))
       return
     inc_counter(STAGE, "captures_listed")
+    mask_identity = known_files.identity(mask_uri) if self.identify and mask_uri else None
     yield entry._replace(meta=meta, mask_uri=mask_uri, stats=stats, mask_band=mask_band,
-                         is_mask=is_mask)
+                         is_mask=is_mask, mask_identity=mask_identity)
+
+
+class _UseKnown(beam.DoFn):
+  """`(uri, {"listed", "known"})` -> the listed file rebuilt from its known record when that
+  still describes it (main output), else the file to read (output "read").
+
+  Costs no raster open: a manifest's file (whose listing gives no size or time) and a sidecar
+  mask are looked up in the storage listing (`listing/files_statted`).
+  """
+
+  def __init__(self, root: str | None, masks: usability.MaskSpec):
+    self.root, self.masks = root, masks
+    self.spec = known_files.fingerprint(masks)
+
+  def process(self, element):
+    _, joined = element
+    rows = list(joined["known"])
+    for entry in joined["listed"]:
+      entry = self._identified(entry)
+      row = self._match(entry, rows)
+      if row is None:
+        yield beam.pvalue.TaggedOutput("read", entry)
+        continue
+      inc_counter(STAGE, "files_known")
+      inc_counter(STAGE, "captures_listed")
+      yield entry._replace(**known_files.decode(row),
+                           is_mask=usability.is_mask_file(entry.band, self.masks))
+
+  def _identified(self, entry: CaptureFile) -> CaptureFile:
+    if entry.modified and entry.size_bytes >= 0:
+      return entry
+    inc_counter(STAGE, "files_statted")
+    found = known_files.identity(entry.uri)
+    return entry._replace(size_bytes=found[0], modified=found[1]) if found else entry
+
+  def _match(self, entry: CaptureFile, rows: list[dict]) -> dict | None:
+    try:
+      mask_uri = mask_uri_of(entry, self.root, self.masks)
+    except KeyError:  # the read dead-letters it with the reason
+      return None
+    row = next((r for r in rows if known_files.same_file(entry, r, self.spec, mask_uri)), None)
+    if row is None or mask_uri is None:
+      return row
+    inc_counter(STAGE, "files_statted")
+    kept = row.get("mask_identity")
+    return row if kept and tuple(kept) == known_files.identity(mask_uri) else None
+
+
+class KnownFileRecords(beam.PTransform):
+  """Listed files (`CaptureFile`s with header and statistics) -> their known-file records
+  (`pipeline.known_files`), for the incremental state."""
+
+  def __init__(self, masks: usability.MaskSpec = usability.MaskSpec()):
+    super().__init__()
+    self.spec = known_files.fingerprint(masks)
+
+  def expand(self, files):
+    spec = self.spec
+    return (files
+            | "Identified" >> beam.Filter(lambda f: bool(f.modified) and f.size_bytes >= 0)
+            | "Encode" >> beam.Map(known_files.encode, spec))
+
+
+def read_cost(counters: dict) -> dict:
+  """What listing cost a run, from its counters: files listed, rebuilt from the state (known),
+  read, and the rasters opened and bytes read to read them."""
+  return {k: counters.get(f"{STAGE}/{k}", 0) for k in ("files_matched", "files_known",
+                                                       "files_read", "rasters_opened",
+                                                       "bytes_read")}
 
 
 class ListCaptures(beam.PTransform):
   """Lists an archive by layout template or manifest and reads each file's header.
 
   Returns a pair `(files, dead_letters)` of PCollections.
+
+  With `known` (a PCollection of `pipeline.known_files` records, e.g. the incremental state's),
+  a listed file that a record still describes (same size, modification time and settings) is
+  rebuilt from it without being opened; only new or changed files are read.
   """
 
   def __init__(self, root: str | None, layout: str = "{location}/{date}.tif",
-               manifest: str | None = None, masks: usability.MaskSpec = usability.MaskSpec()):
+               manifest: str | None = None, masks: usability.MaskSpec = usability.MaskSpec(),
+               known=None):
     super().__init__()
     self.masks = masks
+    self.known = known
     if masks.layout:
       if manifest:
         raise ValueError("--mask_layout works with --input; a manifest names masks in a "
@@ -209,7 +310,8 @@ class ListCaptures(beam.PTransform):
       inc_counter(STAGE, "files_matched")
       inc_counter(STAGE, "bytes_listed", meta.size_in_bytes)
       try:
-        return entry_from_path(root, layout, meta.path, meta.size_in_bytes)
+        return entry_from_path(root, layout, meta.path, meta.size_in_bytes,
+                               meta.last_updated_in_seconds or None)
       except LayoutError as e:
         return DeadLetter(meta.path, STAGE, str(e))
 
@@ -221,9 +323,18 @@ class ListCaptures(beam.PTransform):
 
   def expand(self, pbegin):
     good, bad = self._from_manifest(pbegin) if self.manifest else self._from_layout(pbegin)
-    files = (good
-             | "Reshuffle" >> beam.Reshuffle()
-             | "ReadHeaders" >> beam.ParDo(_ReadHeader(self.root, self.masks)).with_outputs(
-                 "dead", main="files"))
-    dead = (bad, files.dead) | "FlattenDead" >> beam.Flatten()
-    return files.files, dead
+    if self.known is None:
+      files = (good
+               | "Reshuffle" >> beam.Reshuffle()
+               | "ReadHeaders" >> beam.ParDo(_ReadHeader(self.root, self.masks)).with_outputs(
+                   "dead", main="files"))
+      return files.files, (bad, files.dead) | "FlattenDead" >> beam.Flatten()
+    split = ({"listed": good | "KeyListed" >> beam.Map(lambda f: (f.uri, f)),
+              "known": self.known | "KeyKnown" >> beam.Map(lambda r: (r["uri"], r))}
+             | "JoinKnown" >> beam.CoGroupByKey()
+             | "UseKnown" >> beam.ParDo(_UseKnown(self.root, self.masks)).with_outputs(
+                 "read", main="known"))
+    files = split.read | "ReadHeaders" >> beam.ParDo(
+        _ReadHeader(self.root, self.masks, identify=True)).with_outputs("dead", main="files")
+    return ((split.known, files.files) | "FlattenFiles" >> beam.Flatten(),
+            (bad, files.dead) | "FlattenDead" >> beam.Flatten())

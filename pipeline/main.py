@@ -14,7 +14,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TypeOptions
 
 from changesweep.model.model_dir import ModelDirError, read_model_info
-from changesweep.pipeline import accounting, dataflow, failures, metrics, sinks
+from changesweep.pipeline import accounting, dataflow, failures, listing, metrics, sinks
 from changesweep.pipeline.layout import Layout
 from changesweep.pipeline.options import DEFAULT_FIXED_MODELS, SweepOptions
 from changesweep.pipeline.pairing import GridOptions
@@ -195,6 +195,7 @@ def summarize_run(cfg: SweepConfig, counters: dict, top: int = 5) -> dict:
                                        counters.get("incremental/files_skipped", 0)),
       "failures_by_reason": groups,
       "failure": failures.run_failure(len(pairs), groups),
+      "listing": listing.read_cost(counters),
       "metrics": counters,
   }
 
@@ -229,6 +230,7 @@ def summarize_dry_run(cfg: SweepConfig, counters: dict) -> dict:
                  "pairs": len(planned), "first_captures": len(firsts),
                  "dead_letters": len(dead), "chips": sum(r["num_chips"] for r in planned)},
       "dead_letters_by_stage": dict(collections.Counter(r["stage"] for r in dead)),
+      "listing": listing.read_cost(counters),
       "metrics": counters,
   }
 
@@ -265,6 +267,11 @@ def print_summary(summary: dict, stream=sys.stdout) -> None:
     print(f"  WARNING: {acc['accounted']} of {acc['listed']} listed files accounted for"
           f"{'; in two places: ' + ', '.join(acc['twice'][:5]) if acc['twice'] else ''}",
           file=stream)
+  cost = summary.get("listing")
+  if cost:
+    print(f"  listing: {cost['files_matched']} files, {cost['files_known']} known from the state, "
+          f"{cost['files_read']} read ({cost['rasters_opened']} rasters opened, "
+          f"{cost['bytes_read'] / 2 ** 20:.1f} MiB)", file=stream)
   if summary["top_changes"]:
     print("  top changes:", file=stream)
     for r in summary["top_changes"]:

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import io
 import math
+import re
 import os
 import warnings
 from typing import NamedTuple
@@ -30,13 +33,94 @@ def _beam_opener(path: str, mode: str = "rb"):
   return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
+class ReadTally:
+  """Raster files opened and bytes GDAL read from them, inside one `counting_reads()` block."""
+
+  def __init__(self):
+    self.opens = 0
+    self.bytes = 0
+
+
+_TALLY: contextvars.ContextVar[ReadTally | None] = contextvars.ContextVar("tally", default=None)
+
+
+@contextlib.contextmanager
+def counting_reads():
+  """Counts the opens and bytes of every `open_raster` in the block (this thread only).
+
+  Inside the block files are read through a counting file object (GDAL's Python opener), so
+  the bytes are those GDAL asked the storage for: headers, blocks, masks, sidecars.
+  """
+  tally = ReadTally()
+  token = _TALLY.set(tally)
+  try:
+    yield tally
+  finally:
+    _TALLY.reset(token)
+
+
+class _CountingFile(io.RawIOBase):
+  """A read-only file object that adds the bytes read through it to a `ReadTally`."""
+
+  def __init__(self, raw, tally: ReadTally):
+    super().__init__()
+    self._raw, self._tally = raw, tally
+
+  def readable(self) -> bool:
+    return True
+
+  def seekable(self) -> bool:
+    return True
+
+  def read(self, size: int = -1) -> bytes:
+    data = self._raw.read(size)
+    self._tally.bytes += len(data)
+    return data
+
+  def readinto(self, buffer) -> int:
+    data = self.read(len(buffer))
+    buffer[:len(data)] = data
+    return len(data)
+
+  def seek(self, offset: int, whence: int = 0) -> int:
+    return self._raw.seek(offset, whence)
+
+  def tell(self) -> int:
+    return self._raw.tell()
+
+  def close(self) -> None:
+    self._raw.close()
+    super().close()
+
+
+def _counting_opener(tally: ReadTally, remote: bool):
+  def opener(path: str, mode: str = "rb"):
+    return _CountingFile(_beam_opener(path) if remote else open(path, "rb"), tally)
+
+  return opener
+
+
 def open_raster(uri: str):
   """Opens a raster for reading; remote uris go through Beam's FileSystems."""
+  tally = _TALLY.get()
+  remote = "://" in uri and not uri.startswith("file://")
+  path = uri if remote else uri.removeprefix("file://")
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", NotGeoreferencedWarning)
-    if "://" in uri and not uri.startswith("file://"):
+    if tally is not None:
+      tally.opens += 1
+      return rasterio.open(path, opener=_counting_opener(tally, remote))
+    if remote:
       return rasterio.open(uri, opener=_beam_opener)
-    return rasterio.open(uri.removeprefix("file://"))
+    return rasterio.open(path)
+
+
+_OPENER_PREFIX = re.compile(r"/vsiriopener_[0-9a-f]+/")
+
+
+def _first_line(error: BaseException) -> str:
+  """The first line of an error, without the prefix GDAL's Python opener adds to paths."""
+  return _OPENER_PREFIX.sub("", (str(error).splitlines() or [""])[0])[:200]
 
 
 class FileMeta(NamedTuple):
@@ -77,10 +161,6 @@ def read_failure(uri: str, what: str, error: Exception) -> Exception:
   return PixelReadError(text) if isinstance(error, OSError) else RasterError(text)
 
 
-def _first_line(error: BaseException) -> str:
-  return (str(error).splitlines() or [""])[0][:200]
-
-
 @contextlib.contextmanager
 def reading(uri: str, what: str):
   """Turns any error raised inside into `read_failure(uri, what, error)`."""
@@ -104,7 +184,7 @@ def read_meta(uri: str) -> FileMeta:
                       None if src.nodata is None or math.isnan(src.nodata) else float(src.nodata),
                       tuple(src.descriptions))
   except rasterio.errors.RasterioIOError as e:
-    raise RasterError(f"not a readable raster ({str(e).splitlines()[0][:200]})") from None
+    raise RasterError(f"not a readable raster ({_first_line(e)})") from None
   except (UnicodeDecodeError, ValueError, OverflowError) as e:  # a corrupt header's fields
     raise RasterError(f"not a readable raster ({type(e).__name__}: {_first_line(e)})") from None
   if len(dtypes) > 1:

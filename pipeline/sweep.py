@@ -13,7 +13,7 @@ from changesweep.pipeline import aggregate, dataflow, geoio, incremental, pair_s
 from changesweep.pipeline.bigquery import WriteRowsToBigQuery
 from changesweep.pipeline.chips import ReadChips, in_statistics_sample, plan_chips
 from changesweep.pipeline.elements import ChipFailure, Pair
-from changesweep.pipeline.listing import ListCaptures
+from changesweep.pipeline.listing import KnownFileRecords, ListCaptures
 from changesweep.pipeline.metrics import inc_counter
 from changesweep.pipeline.history import ScoreAgainstHistory
 from changesweep.pipeline.pairing import GridOptions, PairConsecutive
@@ -249,14 +249,13 @@ class ScoreAndAggregate(beam.PTransform):
 
 def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
   """Adds the sweep to `p`. Returns the output PCollections by table name."""
-  files, dead_listing = p | "ListCaptures" >> ListCaptures(cfg.input, cfg.layout, cfg.manifest,
-                                                           cfg.masks)
+  state = p | "ReadState" >> incremental.ReadState(cfg.state) if cfg.state else None
+  files, dead_listing = p | "ListCaptures" >> ListCaptures(
+      cfg.input, cfg.layout, cfg.manifest, cfg.masks,
+      known=state | "KnownFiles" >> incremental.KnownFiles() if state is not None else None)
   pairs, firsts, dead_pairing, records = files | "PairConsecutive" >> PairConsecutive(
       cfg.bands, cfg.min_usable_fraction, cfg.max_bands, cfg.grids, cfg.masks.values)
-  state = None
   if cfg.state or cfg.since or cfg.force:
-    if cfg.state:
-      state = p | "ReadState" >> incremental.ReadState(cfg.state)
     pairs, firsts = (pairs, firsts) | "SelectNewPairs" >> incremental.SelectNewPairs(
         state, cfg.since, cfg.force)
   if cfg.dry_run:
@@ -309,7 +308,8 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
         f"{cfg.bigquery_table}_regions", schemas.REGIONS)
   if cfg.state:
     _ = ((out["pairs"], out["first_captures"], out["dead_letter"])
-         | "WriteState" >> incremental.WriteState(cfg.state, state, run_id))
+         | "WriteState" >> incremental.WriteState(
+             cfg.state, state, run_id, files | "KnownFileRecords" >> KnownFileRecords(cfg.masks)))
   return out
 
 
