@@ -17,8 +17,9 @@ Pair-row fields (`PairGrid.row_fields()` and `ShiftRecord.row_fields()`):
   overlap_fraction: share of the target grid covered by both captures' footprints (0..1).
   resampling: resampling of the reflectance bands ("none" when neither capture was warped; masks
     are always read with "nearest").
-  shift_dx_px, shift_dy_px: the after capture's content displacement against the before capture,
-    in target-grid pixels (+x = east/right, +y = down); None when not measured.
+  shift_px: {dx, dy}, the after capture's content displacement against the before capture as
+    measured (before any correction), in target-grid pixels (+x = east/right, +y = down); None
+    when not measured.
   coregistered: the after capture was read shifted back by (dx, dy) before scoring.
   shift_flagged: |shift| exceeded the bound: not corrected, and the pair's score is not to be
     trusted as is.
@@ -61,9 +62,13 @@ NO_WARP = "none"
 # error: flag rather than correct. (saclay_w's 5.8 px is corrected: its F1 goes 0.173 -> 0.243.)
 DEFAULT_MIN_SHIFT_PX = 1.5
 DEFAULT_MAX_SHIFT_PX = 8.0
-# Side (target pixels) of the window the shift is measured on, and of the coarse raster the
-# overlap is counted on.
+# The shift is measured on the central window (at most SHIFT_READ_SIDE target pixels a side) of
+# one common band, decimated by block means to at most SHIFT_SAMPLE_SIDE a side (a 2048 px window
+# is read at 1/2 resolution: 4 MB a capture), with 1/SHIFT_UPSAMPLE subpixel refinement.
+SHIFT_READ_SIDE = 2048
 SHIFT_SAMPLE_SIDE = 1024
+SHIFT_UPSAMPLE = 20
+# Side of the coarse raster the overlap is counted on.
 OVERLAP_SIDE = 256
 # Two grids are one grid when their offsets agree to this share of a pixel.
 _PIXEL_TOL = 1e-3
@@ -172,10 +177,11 @@ class ShiftRecord(NamedTuple):
   shift_flagged: bool
 
   def row_fields(self) -> dict:
-    dx, dy = self.shift_px if self.shift_px is not None else (None, None)
-    return {"shift_dx_px": None if dx is None else round(dx, 3),
-            "shift_dy_px": None if dy is None else round(dy, 3),
-            "coregistered": self.coregistered, "shift_flagged": self.shift_flagged}
+    """The pair row's shift fields (`schemas.PAIRS`: shift_px, coregistered, shift_flagged)."""
+    shift = (None if self.shift_px is None else
+             {"dx": round(self.shift_px[0], 3) + 0.0, "dy": round(self.shift_px[1], 3) + 0.0})
+    return {"shift_px": shift, "coregistered": self.coregistered,
+            "shift_flagged": self.shift_flagged}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ from rasterio import warp
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from changesweep.pipeline import coregistration, grids, warping
-from changesweep.pipeline.elements import SceneRef
-from changesweep.pipeline.rasters import open_raster
+from changesweep.pipeline import coregistration, grids, schemas, warping
+from changesweep.pipeline.elements import Pair, SceneRef
+from changesweep.pipeline.rasters import WindowReader, open_raster
 from tests.rasters import write_raster
 
 ZONE32, ZONE33 = "EPSG:32632", "EPSG:32633"
@@ -292,11 +292,20 @@ def shifted_pair(tmp_path):
   return before, after
 
 
-def test_shift_is_recovered_within_a_fifth_of_a_pixel(shifted_pair):
+def as_pair(before: str, after: str, grid=None) -> Pair:
+  return Pair("p", scene_ref(before), scene_ref(after, captured_at="2021-01-01"), (0,), (0,),
+              grid=grid)
+
+
+@pytest.mark.parametrize("decimated", [False, True], ids=["full", "decimated"])
+def test_shift_is_recovered_within_a_fifth_of_a_pixel(shifted_pair, decimated):
   before, after = shifted_pair
   plan = grids.plan_common_grid(scene_ref(before), scene_ref(after), grids.GridSpec())
   assert plan.no_warp
-  dx, dy = coregistration.measure_shift(((before,), 0), ((after,), 0), plan)
+  reader = WindowReader()
+  dx, dy = coregistration.measure_shift(reader, as_pair(before, after),
+                                        sample_side=48 if decimated else 1024)
+  reader.close()
   assert abs(dx - SHIFT[0]) < 0.2 and abs(dy - SHIFT[1]) < 0.2
   # The pure estimate, on arrays with a masked corner.
   with open_raster(before) as b, open_raster(after) as a:
@@ -311,9 +320,14 @@ def test_shift_is_recovered_within_a_fifth_of_a_pixel(shifted_pair):
 def test_coregistering_removes_false_changes_along_edges(shifted_pair):
   before, after = shifted_pair
   plan = grids.plan_common_grid(scene_ref(before), scene_ref(after), grids.GridSpec())
-  record = coregistration.decide_shift(coregistration.measure_shift(((before,), 0), ((after,), 0), plan), True)
+  reader = WindowReader()
+  pair = coregistration.coregister_pair(
+      as_pair(before, after), coregistration.measure_shift(reader, as_pair(before, after)), True)
+  reader.close()
+  record = pair.shift
   assert record.coregistered and not record.shift_flagged
-  fixed = plan.coregistered(record.shift_px)
+  fixed = pair.grid
+  assert fixed == plan.coregistered(record.shift_px)
   assert fixed.warp_after and not fixed.warp_before and fixed.resampling == "bilinear"
   raw, valid_raw = changed_mask(before, after, plan, threshold=150)
   corrected, valid = changed_mask(before, after, fixed, threshold=150)
@@ -332,12 +346,28 @@ def test_decide_shift_bounds():
   assert coregistration.decide_shift((8.0, 1.0), False).shift_flagged
   assert coregistration.decide_shift((5.0, 0), True, max_shift=4).shift_flagged
   assert coregistration.decide_shift(None, True).row_fields() == {
-      "shift_dx_px": None, "shift_dy_px": None, "coregistered": False, "shift_flagged": False}
-  plan = grids.PairGrid(grids.Grid("", (1.0, 0, 0, 0, -1.0, 0), 2, 2), False, False, 1.0, "none")
-  row = coregistration.pair_row_fields(plan, coregistration.decide_shift((2.0, 0.0), True))
-  assert row == {"grid_crs": "", "grid_transform": [1.0, 0, 0, 0, -1.0, 0],
-                 "overlap_fraction": 1.0, "resampling": "none", "shift_dx_px": 2.0,
-                 "shift_dy_px": 0.0, "coregistered": True, "shift_flagged": False}
+      "shift_px": None, "coregistered": False, "shift_flagged": False}
+  assert coregistration.decide_shift((2.0, -0.0001), True).row_fields()["shift_px"] == {
+      "dx": 2.0, "dy": 0.0}
+
+
+def test_pair_row_fields_fit_the_schema(shifted_pair):
+  before, after = shifted_pair
+  pair = as_pair(before, after)
+  unmeasured = coregistration.pair_row_fields(pair)
+  assert unmeasured == {"overlap_fraction": 1.0, "resampling": "none",
+                        "grid_crs": pair.before.crs, "shift_px": None, "coregistered": False,
+                        "shift_flagged": False}
+  fixed = coregistration.coregister_pair(pair, (2.0, 1.0), True, "cubic")
+  row = coregistration.pair_row_fields(fixed)
+  assert row["shift_px"] == {"dx": 2.0, "dy": 1.0} and row["coregistered"]
+  assert row["resampling"] == "cubic" and fixed.grid.after_offset_px == (2.0, 1.0)
+  assert (fixed.height, fixed.width, fixed.transform) == (96, 96, tuple(BEFORE_GRID)[:6])
+  flagged = coregistration.coregister_pair(pair, (9.0, 0.0), True)
+  assert flagged.grid is None and coregistration.pair_row_fields(flagged)["shift_flagged"]
+  fields = tuple(f for f in schemas.PAIRS if f.name in row)
+  for r in (unmeasured, row):
+    schemas.check_row(r, fields)
 
 
 def test_offset_grid_moves_by_pixels():
