@@ -2,7 +2,7 @@
 
 Georeferenced grids still disagree by a pixel or two, and a shift that size makes false changes
 along every edge. `MeasureMisregistration`, a sweep step between pairing and chip planning, reads
-a decimated common band of both captures on the pair's grid, measures their shift by phase
+one common band of both captures in a central window of the pair's grid, measures their shift by phase
 correlation with upsampling (`estimate_shift`), and `decide_shift` says what to do: with
 `--coregister`, shifts of DEFAULT_MIN_SHIFT_PX..DEFAULT_MAX_SHIFT_PX pixels are corrected (the
 after capture's read grid is moved); past the bound the pair is flagged, never corrected. A pair
@@ -20,8 +20,7 @@ from rasterio.windows import Window
 from changesweep.pipeline.chips import read_options
 from changesweep.pipeline.elements import Pair
 from changesweep.pipeline.grids import (DEFAULT_MAX_SHIFT_PX, DEFAULT_MIN_SHIFT_PX, NO_WARP,
-                                        REFLECTANCE_RESAMPLING, SHIFT_READ_SIDE,
-                                        SHIFT_SAMPLE_SIDE, SHIFT_UPSAMPLE, PairGrid, ShiftRecord,
+                                        REFLECTANCE_RESAMPLING, SHIFT_SAMPLE_SIDE, SHIFT_UPSAMPLE, PairGrid, ShiftRecord,
                                         grid_of)
 from changesweep.pipeline.metrics import inc_counter, timer_msec
 from changesweep.pipeline.rasters import WindowReader
@@ -31,13 +30,17 @@ NOT_MEASURED = ShiftRecord(None, False, False)
 
 
 def estimate_shift(before_img: np.ndarray, after_img: np.ndarray, valid: np.ndarray | None = None,
-                   upsample: int = 10) -> tuple[float, float] | None:
+                   upsample: int = SHIFT_UPSAMPLE) -> tuple[float, float] | None:
   """The displacement (dx, dy) of the after image's content against the before image, in pixels.
 
   A feature at column c, row r of `before_img` is at (c + dx, r + dy) in `after_img`. Phase
-  correlation with `upsample` subpixel refinement, on zero-mean, unit-variance images whose
-  invalid pixels are set to 0 and tapered with a Hann window (so the image edges and masked
-  areas do not correlate as a spurious zero shift).
+  correlation (whitened cross-power spectrum) with `upsample` subpixel refinement, on each
+  image's ranks (its valid pixels mapped to their quantile, -0.5..0.5), invalid pixels set to
+  0 and tapered with a Hann window (so the image edges and masked areas do not correlate as a
+  spurious zero shift). Ranks keep a bright real change from outweighing the rest of the scene:
+  on z-scored intensities a new 20 x 20 px roof in a 64 px scene was matched with an old bright
+  field, 2.7 px off; on ranks it is not (tests/pipeline/test_coregistration_sweep.py), and on
+  the OSCD test cities both agree within 0.5 px.
 
   Args:
     before_img, after_img: [h, w] images on one grid (one band, or a mean of bands).
@@ -61,12 +64,15 @@ def estimate_shift(before_img: np.ndarray, after_img: np.ndarray, valid: np.ndar
   planes = []
   for img in (b, a):
     v = img[ok]
-    std = v.std()
-    if std == 0:
+    if v.std() == 0:
       return None
-    planes.append(np.where(ok, (img - v.mean()) / std, 0.0) * hann)
+    _, index, counts = np.unique(v, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts + 1) / 2)[index]  # ties share their mean rank
+    plane = np.zeros(img.shape)
+    plane[ok] = ranks / (v.size - 1) - 0.5
+    planes.append(plane * hann)
   shift, _, _ = phase_cross_correlation(planes[0], planes[1], upsample_factor=upsample,
-                                        normalization=None)
+                                        normalization="phase")
   dy, dx = -float(shift[0]), -float(shift[1])
   return dx + 0.0, dy + 0.0  # no -0.0 in rows
 
@@ -105,27 +111,15 @@ def measuring_grid(pair: Pair) -> PairGrid:
   return pair.grid._replace(after_offset_px=(0.0, 0.0))
 
 
-def shift_sample_window(pair_grid: PairGrid, side: int = SHIFT_READ_SIDE) -> Window:
+def shift_sample_window(pair_grid: PairGrid, side: int = SHIFT_SAMPLE_SIDE) -> Window:
   """The central window of the target grid (at most `side` a side) the shift is measured on."""
   g = pair_grid.target
   h, w = min(side, g.height), min(side, g.width)
   return Window((g.width - w) // 2, (g.height - h) // 2, w, h)
 
 
-def decimate(image: np.ndarray, valid: np.ndarray, factor: int
-             ) -> tuple[np.ndarray, np.ndarray]:
-  """Block means of `factor` x `factor` pixels; a block is valid only when all its pixels are."""
-  if factor <= 1:
-    return image, valid
-  h, w = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
-  blocks = (h // factor, factor, w // factor, factor)
-  return (image[:h, :w].reshape(blocks).mean(axis=(1, 3)),
-          valid[:h, :w].reshape(blocks).all(axis=(1, 3)))
-
-
 def measure_shift(reader: WindowReader, pair: Pair, mask_values: tuple[int, ...] = (),
-                  slot: int = 0, side: int = SHIFT_READ_SIDE,
-                  sample_side: int = SHIFT_SAMPLE_SIDE,
+                  slot: int = 0, side: int = SHIFT_SAMPLE_SIDE,
                   upsample: int = SHIFT_UPSAMPLE) -> tuple[float, float] | None:
   """Reads one common band of both captures on the pair's grid and estimates their shift.
 
@@ -135,8 +129,7 @@ def measure_shift(reader: WindowReader, pair: Pair, mask_values: tuple[int, ...]
     mask_values: `--mask_values`: the captures' mask bands and files mask pixels as in chips.
     slot: the model band (0-based, in model order) both captures are read at.
     side: side of the central target-grid window read.
-    sample_side: the window is decimated (block means) to at most this side.
-    upsample: subpixel precision is 1/upsample of a decimated pixel.
+    upsample: subpixel precision is 1/upsample pixel.
 
   Returns:
     (dx, dy) in target-grid pixels, or None when not measurable.
@@ -146,19 +139,14 @@ def measure_shift(reader: WindowReader, pair: Pair, mask_values: tuple[int, ...]
   """
   probe = pair._replace(grid=measuring_grid(pair))
   window = shift_sample_window(probe.grid, side)
-  factor = max(1, math.ceil(max(window.height, window.width) / sample_side))
   images, valid = [], None
   for which, scene, bands in (("before", pair.before, pair.before_bands),
                               ("after", pair.after, pair.after_bands)):
     data, ok = reader.read(scene.uris, (bands[slot],), window, scene.nodata, scene.mask_uri,
                            scene.mask_band, mask_values, **read_options(probe, which))
-    image, ok = decimate(data[..., 0], ok, factor)
-    images.append(image)
+    images.append(data[..., 0])
     valid = ok if valid is None else valid & ok
-  shift = estimate_shift(images[0], images[1], valid, upsample)
-  if shift is None:
-    return None
-  return shift[0] * factor, shift[1] * factor
+  return estimate_shift(images[0], images[1], valid, upsample)
 
 
 def coregister_pair(pair: Pair, shift: tuple[float, float] | None, coregister: bool,

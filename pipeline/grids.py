@@ -62,10 +62,10 @@ NO_WARP = "none"
 # error: flag rather than correct. (saclay_w's 5.8 px is corrected: its F1 goes 0.173 -> 0.243.)
 DEFAULT_MIN_SHIFT_PX = 1.5
 DEFAULT_MAX_SHIFT_PX = 8.0
-# The shift is measured on the central window (at most SHIFT_READ_SIDE target pixels a side) of
-# one common band, decimated by block means to at most SHIFT_SAMPLE_SIDE a side (a 2048 px window
-# is read at 1/2 resolution: 4 MB a capture), with 1/SHIFT_UPSAMPLE subpixel refinement.
-SHIFT_READ_SIDE = 2048
+# The shift is measured on one common band in the central window (at most SHIFT_SAMPLE_SIDE
+# target pixels a side: 4 MB a capture, 1% of a Sentinel-2 tile) with 1/SHIFT_UPSAMPLE subpixel
+# refinement. The window is read at full resolution: decimating it 2x (block means) missed a
+# 2.4 px shift by 0.3 px on the synthetic test scenes, past the 0.2 px the issue asks for.
 SHIFT_SAMPLE_SIDE = 1024
 SHIFT_UPSAMPLE = 20
 # Side of the coarse raster the overlap is counted on.
