@@ -1,12 +1,12 @@
 """Misregistration: the residual shift between two captures on one grid, measured and judged.
 
 Georeferenced grids still disagree by a pixel or two, and a shift that size makes false changes
-along every edge. `MeasureMisregistration`, a sweep step between pairing and chip planning, reads
-one common band of both captures in a central window of the pair's grid, measures their shift by phase
-correlation with upsampling (`estimate_shift`), and `decide_shift` says what to do: with
-`--coregister`, shifts of DEFAULT_MIN_SHIFT_PX..DEFAULT_MAX_SHIFT_PX pixels are corrected (the
-after capture's read grid is moved); past the bound the pair is flagged, never corrected. A pair
-whose shift cannot be measured is scored as it is, never lost.
+along every edge. `MeasureMisregistration`, a sweep step between pairing and chip planning,
+reads one common band of both captures in a central window of the pair's grid, measures their
+shift by phase correlation with upsampling (`estimate_shift`), and `decide_shift` says what to
+do: with `--coregister`, shifts of DEFAULT_MIN_SHIFT_PX..DEFAULT_MAX_SHIFT_PX pixels are
+corrected (the after capture's read grid is moved); past the bound the pair is flagged, never
+corrected. A pair whose shift cannot be measured is scored as it is, never lost.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from rasterio.windows import Window
 from changesweep.pipeline.chips import read_options
 from changesweep.pipeline.elements import Pair
 from changesweep.pipeline.grids import (DEFAULT_MAX_SHIFT_PX, DEFAULT_MIN_SHIFT_PX, NO_WARP,
-                                        REFLECTANCE_RESAMPLING, SHIFT_SAMPLE_SIDE, SHIFT_UPSAMPLE, PairGrid, ShiftRecord,
-                                        grid_of)
+                                        REFLECTANCE_RESAMPLING, SHIFT_SAMPLE_SIDE,
+                                        SHIFT_UPSAMPLE, PairGrid, ShiftRecord, grid_of)
 from changesweep.pipeline.metrics import inc_counter, timer_msec
 from changesweep.pipeline.rasters import WindowReader
 
@@ -155,9 +155,12 @@ def coregister_pair(pair: Pair, shift: tuple[float, float] | None, coregister: b
                     min_shift: float = DEFAULT_MIN_SHIFT_PX) -> Pair:
   """The pair with its `ShiftRecord`, and its after capture read shifted back if corrected.
 
-  Pure twin of `MeasureShiftFn` once the shift is measured.
+  Pure twin of `MeasureShiftFn` once the shift is measured. A pair without georeference is
+  never corrected (a WarpedVRT needs a CRS); its shift is still reported and flagged.
   """
   record = decide_shift(shift, coregister, max_shift, min_shift)
+  if record.coregistered and not measuring_grid(pair).target.crs_wkt:
+    record = record._replace(coregistered=False)
   if not record.coregistered:
     return pair._replace(shift=record)
   return pair._replace(shift=record,

@@ -305,6 +305,10 @@ def test_pair_row_fields_fit_the_schema(shifted_pair):
   assert row["shift_px"] == {"dx": 2.0, "dy": 1.0} and row["coregistered"]
   assert row["resampling"] == "cubic" and fixed.grid.after_offset_px == (2.0, 1.0)
   assert (fixed.height, fixed.width, fixed.transform) == (96, 96, tuple(BEFORE_GRID)[:6])
+  unreferenced = pair._replace(before=pair.before._replace(crs=""),
+                               after=pair.after._replace(crs=""))
+  kept = coregistration.coregister_pair(unreferenced, (2.0, 1.0), True)
+  assert kept.grid is None and kept.shift == grids.ShiftRecord((2.0, 1.0), False, False)
   flagged = coregistration.coregister_pair(pair, (9.0, 0.0), True)
   assert flagged.grid is None and coregistration.pair_row_fields(flagged)["shift_flagged"]
   fields = tuple(f for f in schemas.PAIRS if f.name in row)
