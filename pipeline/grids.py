@@ -59,7 +59,8 @@ NO_WARP = "none"
 # from 0.546 to 0.538, and valencia's 1.1 px from 0.087 to 0.080. Past 8 px (80 m at 10 m) the
 # shift is no longer a residual of good georeferencing but a wrong georeference, another
 # rectification or a mostly changed scene, where one translation is unlikely to be the whole
-# error: flag rather than correct. (saclay_w's 5.8 px is corrected: its F1 goes 0.173 -> 0.243.)
+# error: flag rather than correct. (Those figures came from the first, z-scored estimate; the
+# sweep's own, with and without --coregister, are in bench/results/grids_oscd.json.)
 DEFAULT_MIN_SHIFT_PX = 1.5
 DEFAULT_MAX_SHIFT_PX = 8.0
 # The shift is measured on one common band in the central window (at most SHIFT_SAMPLE_SIDE
