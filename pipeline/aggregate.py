@@ -12,7 +12,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
-from changesweep.pipeline import change_maps, pair_summary, polygons
+from changesweep.pipeline import change_maps, coregistration, pair_summary, polygons
 from changesweep.pipeline.elements import (PROB_SCALE, ChipFailure, ChipKey, ChipScore,
                                            DeadLetter, Pair)
 from changesweep.pipeline.metrics import inc_counter
@@ -176,9 +176,7 @@ class FinishPair(beam.DoFn):
         "regions": pair_summary.regions_from_pooled(pooled, transform, self.max_regions,
                                                     self.min_region_pixels),
         "geometry": polygons.union_wkt(shapes), "change_map_uri": map_uri,
-        "overlap_fraction": pair.grid.overlap_fraction if pair.grid else 1.0,
-        "resampling": pair.grid.resampling if pair.grid else "none",
-        "grid_crs": pair.crs or None, **self.run}
+        **coregistration.pair_row_fields(pair), **self.run}
     yield row
     for region in polygons.region_rows(row, shapes):
       yield beam.pvalue.TaggedOutput("regions", region)

@@ -74,7 +74,9 @@ class Pair(NamedTuple):
       (NDVI ...) is a `transforms.bands.Derived` of two positions instead.
     band_names, band_codes: for an any-band model, each slot's band identity and its code
       (`transforms.bands.band_code`); empty for fixed-band models.
-    grid: the common grid (`pipeline.grids.PairGrid`) when the captures' grids differ, else None.
+    grid: the common grid (`pipeline.grids.PairGrid`) when the captures' grids differ or the
+      after capture is coregistered, else None.
+    shift: the measured misregistration (`pipeline.grids.ShiftRecord`), None until measured.
   """
   pair_id: str
   before: SceneRef
@@ -84,6 +86,7 @@ class Pair(NamedTuple):
   band_names: tuple[str, ...] = ()
   band_codes: tuple[float, ...] = ()
   grid: object | None = None
+  shift: object | None = None
 
   # The grid the pair is scored on: the after capture's, or the planned common grid
   # (`pipeline.grids.PairGrid`) when the two captures sit on different grids.

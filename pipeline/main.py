@@ -106,6 +106,7 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
         masks=MaskSpec(opts.mask_band, opts.mask_layout, parse_mask_values(opts.mask_values)),
         min_usable_fraction=opts.min_usable_fraction, history=opts.history,
         dry_run=dry_run, grids=GridOptions(opts.grid, opts.min_overlap, opts.resampling),
+        coregister=opts.coregister,
         extra_models=tuple(extra))
     if cfg.masks.layout:
       Layout.parse(cfg.masks.layout)

@@ -81,6 +81,11 @@ class SweepOptions(PipelineOptions):
     parser.add_argument("--resampling", default="bilinear",
                         help="resampling of a capture warped onto the pair's grid (bilinear; "
                              "masks are always nearest)")
+    parser.add_argument(
+        "--coregister", nargs="?", const=True, default=False, type=_flag,
+        help="correct each pair's measured misregistration of 1.5 to 8 pixels (the later "
+             "capture is read shifted back) before scoring; past 8 px the pair is flagged, not "
+             "corrected. The shift is measured and reported (shift_px) either way")
     parser.add_argument("--max_polygons", type=int, default=1000,
                         help="change polygons (regions table) kept per pair, largest first "
                              "(default 1000)")

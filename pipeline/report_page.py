@@ -21,7 +21,7 @@ GCS_BROWSER = "https://storage.cloud.google.com/"
 CSV_FIELDS = ("rank", "pair_id", "location", "before_captured_at", "after_captured_at",
               "change_score", "changed_fraction", "changed_pixels", "mean_change_prob",
               "max_change_prob", "valid_fraction", "num_regions", "crs", "before_uri",
-              "after_uri", "change_map_uri")
+              "after_uri", "change_map_uri", "shift_flagged", "coregistered")
 # What makes a spreadsheet read a cell as a formula (OWASP "CSV Injection"), and LF.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
@@ -221,6 +221,9 @@ def _pair_row(rank: int, r: dict, figures: dict[str, dict], base: str) -> str:
   pid = _e(r.get("pair_id"))
   anchor = (f'<a href="#pair-{pid}">{_e(r.get("location"))}</a>'
             if r.get("pair_id") in figures else _e(r.get("location")))
+  if r.get("shift_flagged"):
+    anchor += (f' <a class="flag" href="#flagged" title="misregistered by '
+               f'{_e(_shift(r))} px: score not to be trusted">flagged</a>')
   map_href = href(r.get("change_map_uri"), base)
   map_link = f'<a href="{_e(map_href)}">GeoTIFF</a>' if map_href else "–"
   bar = f'<span class="bar" style="width:{int(40 * (score or 0))}px"></span>'
@@ -233,6 +236,33 @@ def _pair_row(rank: int, r: dict, figures: dict[str, dict], base: str) -> str:
            _td(len(r.get("regions") or []), num=True), _td(map_link),
            _td(f"<code>{pid}</code>")]
   return f'<tr data-pair-id="{pid}">{"".join(cells)}</tr>'
+
+
+def _shift(r: dict) -> str:
+  shift = r.get("shift_px") or {}
+  return f"{_fmt(shift.get('dx'), 1)}, {_fmt(shift.get('dy'), 1)}" if shift else "–"
+
+
+def _flagged(ranked: list[dict], max_rows: int) -> list[str]:
+  """The pairs whose measured misregistration is past the bound `--coregister` corrects."""
+  flagged = [r for r in ranked if r.get("shift_flagged")]
+  if not flagged:
+    return []
+  out = [f'<section id="flagged"><h2>Flagged pairs ({len(flagged)})</h2><p class="note">The '
+         "later capture is shifted against the earlier one by more than --coregister corrects "
+         "(8 px): a wrong georeference or another rectification, not a residual. Their scores "
+         "are not to be trusted as they are.</p>"
+         '<table id="flagged-table" class="sortable"><thead><tr><th>location</th>'
+         "<th>before</th><th>after</th><th>shift dx, dy (px)</th><th>change score</th>"
+         "<th>pair id</th></tr></thead><tbody>"]
+  for r in flagged[:max_rows]:
+    out.append(f"<tr><td>{_e(r.get('location'))}</td>"
+               f"<td>{_e((r.get('before_captured_at') or '')[:10])}</td>"
+               f"<td>{_e((r.get('after_captured_at') or '')[:10])}</td><td>{_e(_shift(r))}</td>"
+               f"<td>{_fmt(r.get('change_score'))}</td><td><code>{_e(r.get('pair_id'))}"
+               "</code></td></tr>")
+  out.append("</tbody></table></section>")
+  return out
 
 
 def _pairs_table(ranked: list[dict], figures: dict[str, dict], max_rows: int,
@@ -338,7 +368,7 @@ def render_html(summary: dict, ranked: list[dict], dead: list[dict],
     The page's HTML.
   """
   figures = figures or {}
-  out = [*_head(summary), *_summary(summary, base, notes),
+  out = [*_head(summary), *_summary(summary, base, notes), *_flagged(ranked, max_rows),
          *_pairs_table(ranked, figures, max_rows, base),
          *_top_pairs(ranked[:top_n], figures, base),
          *_series(series), *_dead_letters(dead, max_rows)]

@@ -12,6 +12,7 @@ from changesweep.model.model_dir import ModelInfo
 from changesweep.pipeline import aggregate, dataflow, geoio, incremental, pair_summary
 from changesweep.pipeline.bigquery import WriteRowsToBigQuery
 from changesweep.pipeline.chips import ReadChips, in_statistics_sample, plan_chips
+from changesweep.pipeline.coregistration import MeasureMisregistration
 from changesweep.pipeline.elements import ChipFailure, Pair
 from changesweep.pipeline.listing import KnownFileRecords, ListCaptures
 from changesweep.pipeline.metrics import inc_counter
@@ -51,6 +52,7 @@ class SweepConfig:
     dry_run: list and pair only (headers and the decimated usability read); no chip, no model.
     extra_models: fixed-band models tried first, per pair (the first whose bands both captures
       have scores it); `model`, an any-band model, scores the rest.
+    coregister: correct measured shifts within the bound before scoring (`coregistration`).
   """
   output: str
   model: ModelInfo
@@ -68,6 +70,7 @@ class SweepConfig:
   max_polygons: int = 1000
   dry_run: bool = False
   grids: GridOptions = GridOptions()
+  coregister: bool = False
   extra_models: tuple = ()
   min_region_pixels: int = 4
   write_maps: bool = True
@@ -261,6 +264,9 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
   if cfg.dry_run:
     return _write_dry_run(cfg, pairs, firsts, (dead_listing, dead_pairing))
   import tensorflow_transform.beam as tft_beam  # only a real run needs TensorFlow
+
+  pairs = pairs | "MeasureMisregistration" >> MeasureMisregistration(
+      cfg.coregister, cfg.grids.resampling, cfg.masks.values)
 
   with tft_beam.Context(temp_dir=temp_dir):
     if cfg.accelerator:

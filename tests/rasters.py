@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import rasterio
+from rasterio import warp
 from rasterio.transform import Affine
 
 UTM = "EPSG:32631"
@@ -131,3 +132,68 @@ def corrupt_first_tile(path: str) -> str:
     f.seek(offset)
     f.write(b"\xff" * size)
   return path
+
+
+# --------------------------------------------------------------------------------------------
+# A synthetic ground in map coordinates (pairs across grids): rendered onto each capture's own
+# grid, so a pasted change sits at one place on the ground whatever grid a capture is on.
+
+ZONE32, ZONE33 = "EPSG:32632", "EPSG:32633"
+# Near the 12 deg E zone edge (lat ~46 N): x ~ 800 km in zone 32, ~ 336 km in zone 33.
+X0, Y0 = 802_000.0, 5_100_000.0
+CHANGE = (X0 + 200.0, X0 + 400.0, Y0 - 400.0, Y0 - 200.0)  # x0, x1, y1, y0 in zone 32 metres
+
+
+def logistic(t: np.ndarray) -> np.ndarray:
+  return 1.0 / (1.0 + np.exp(-np.clip(t, -50, 50)))
+
+
+def ground(x: np.ndarray, y: np.ndarray, change: bool = False, edge_m: float = 6.0) -> np.ndarray:
+  """Reflectance of the synthetic ground at zone-32 coordinates: smooth texture plus fields.
+
+  Fields are bright rectangles with soft (`edge_m`) edges, like a sensor's blur.
+  """
+  u, v = (x - X0) / 10.0, (Y0 - y) / 10.0
+  out = 1000 + 150 * np.sin(u / 6.0) * np.cos(v / 5.0) + 80 * np.sin((u + 2 * v) / 9.0)
+  for cx0, cx1, cy1, cy0 in ((X0 + 60, X0 + 180, Y0 - 160, Y0 - 40),
+                             (X0 + 450, X0 + 560, Y0 - 520, Y0 - 300),
+                             (X0 + 80, X0 + 150, Y0 - 560, Y0 - 430)):
+    box = (logistic((x - cx0) / edge_m) * logistic((cx1 - x) / edge_m)
+           * logistic((y - cy1) / edge_m) * logistic((cy0 - y) / edge_m))
+    out = out + 900 * box
+  if change:
+    x0, x1, y1, y0 = CHANGE
+    box = (logistic((x - x0) / 2) * logistic((x1 - x) / 2) * logistic((y - y1) / 2)
+           * logistic((y0 - y) / 2))
+    out = out * (1 - box) + 4000 * box
+  return out
+
+
+def render(path: str, crs: str, transform: Affine, shape: tuple[int, int], *, change=False,
+           shift_px=(0.0, 0.0), nodata=None, bands=2,
+           descriptions: tuple[str, ...] | None = None) -> str:
+  """Writes the ground sampled at the pixel centres of a grid (content moved by `shift_px`)."""
+  rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
+  xs, ys = rasterio.transform.xy(transform, (rows - shift_px[1]).ravel(),
+                                 (cols - shift_px[0]).ravel())
+  xs, ys = np.asarray(xs), np.asarray(ys)
+  if crs != ZONE32:
+    xs, ys = warp.transform(crs, ZONE32, xs, ys)
+  value = ground(np.asarray(xs), np.asarray(ys), change).reshape(shape)
+  data = np.stack([value + 50 * b for b in range(bands)]).round().astype(np.uint16)
+  return write_raster(path, data, crs=crs, transform=transform, nodata=nodata,
+                      descriptions=descriptions)
+
+
+BEFORE_GRID = Affine(10.0, 0, X0, 0, -10.0, Y0)
+
+
+def zone33_grid(res: float, margin_m: float = 0.0) -> tuple[Affine, tuple[int, int]]:
+  """A zone-33 grid over the before footprint, shifted off-lattice and cut shorter."""
+  left, bottom, right, top = warp.transform_bounds(ZONE32, ZONE33, X0, Y0 - 640, X0 + 640, Y0)
+  left += 3.7 + margin_m
+  top -= 2.9
+  shape = (int((top - bottom) / res) - int(80 / res), int((right - left) / res))
+  return Affine(res, 0, left, 0, -res, top), shape
+
+

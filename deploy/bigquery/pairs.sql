@@ -37,6 +37,12 @@ CREATE TABLE IF NOT EXISTS `PROJECT_ID.DATASET.TABLE` (
   overlap_fraction FLOAT64 NOT NULL OPTIONS(description="share of the scored grid both captures cover (1: one grid)"),
   resampling STRING NOT NULL OPTIONS(description="resampling of the warped capture onto the pair's grid ('none': one grid, no warp)"),
   grid_crs STRING OPTIONS(description="CRS (WKT) of the grid the pair was scored on"),
+  shift_px STRUCT<
+    dx FLOAT64,
+    dy FLOAT64
+  > OPTIONS(description="measured misregistration of the later capture against the earlier one, pixels of the scored grid, before any correction (null: not measured)"),
+  coregistered BOOL NOT NULL OPTIONS(description="the later capture was read shifted back by shift_px before scoring (--coregister)"),
+  shift_flagged BOOL NOT NULL OPTIONS(description="|shift_px| is past the 8 px bound: not corrected, the score is not to be trusted"),
   anomaly_score FLOAT64 OPTIONS(description="how unusual this change is for the location at this time of year (null: short history)"),
   anomaly_method STRING NOT NULL OPTIONS(description="seasonal, robust or none (pipeline/history.py)"),
   history_length INT64 NOT NULL OPTIONS(description="usable captures of the location before this pair"),

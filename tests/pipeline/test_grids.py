@@ -10,58 +10,14 @@ import math
 import numpy as np
 import pytest
 import rasterio
-from rasterio import warp
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from changesweep.pipeline import coregistration, grids, warping
-from changesweep.pipeline.elements import SceneRef
-from changesweep.pipeline.rasters import open_raster
-from tests.rasters import write_raster
-
-ZONE32, ZONE33 = "EPSG:32632", "EPSG:32633"
-# Near the 12 deg E zone edge (lat ~46 N): x ~ 800 km in zone 32, ~ 336 km in zone 33.
-X0, Y0 = 802_000.0, 5_100_000.0
-CHANGE = (X0 + 200.0, X0 + 400.0, Y0 - 400.0, Y0 - 200.0)  # x0, x1, y1, y0 in zone 32 metres
-
-
-def logistic(t: np.ndarray) -> np.ndarray:
-  return 1.0 / (1.0 + np.exp(-np.clip(t, -50, 50)))
-
-
-def ground(x: np.ndarray, y: np.ndarray, change: bool = False, edge_m: float = 6.0) -> np.ndarray:
-  """Reflectance of the synthetic ground at zone-32 coordinates: smooth texture plus fields.
-
-  Fields are bright rectangles with soft (`edge_m`) edges, like a sensor's blur.
-  """
-  u, v = (x - X0) / 10.0, (Y0 - y) / 10.0
-  out = 1000 + 150 * np.sin(u / 6.0) * np.cos(v / 5.0) + 80 * np.sin((u + 2 * v) / 9.0)
-  for cx0, cx1, cy1, cy0 in ((X0 + 60, X0 + 180, Y0 - 160, Y0 - 40),
-                             (X0 + 450, X0 + 560, Y0 - 520, Y0 - 300),
-                             (X0 + 80, X0 + 150, Y0 - 560, Y0 - 430)):
-    box = (logistic((x - cx0) / edge_m) * logistic((cx1 - x) / edge_m)
-           * logistic((y - cy1) / edge_m) * logistic((cy0 - y) / edge_m))
-    out = out + 900 * box
-  if change:
-    x0, x1, y1, y0 = CHANGE
-    box = (logistic((x - x0) / 2) * logistic((x1 - x) / 2) * logistic((y - y1) / 2)
-           * logistic((y0 - y) / 2))
-    out = out * (1 - box) + 4000 * box
-  return out
-
-
-def render(path: str, crs: str, transform: Affine, shape: tuple[int, int], *, change=False,
-           shift_px=(0.0, 0.0), nodata=None, bands=2) -> str:
-  """Writes the ground sampled at the pixel centres of a grid (content moved by `shift_px`)."""
-  rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
-  xs, ys = rasterio.transform.xy(transform, (rows - shift_px[1]).ravel(),
-                                 (cols - shift_px[0]).ravel())
-  xs, ys = np.asarray(xs), np.asarray(ys)
-  if crs != ZONE32:
-    xs, ys = warp.transform(crs, ZONE32, xs, ys)
-  value = ground(np.asarray(xs), np.asarray(ys), change).reshape(shape)
-  data = np.stack([value + 50 * b for b in range(bands)]).round().astype(np.uint16)
-  return write_raster(path, data, crs=crs, transform=transform, nodata=nodata)
+from changesweep.pipeline import coregistration, grids, schemas, warping
+from changesweep.pipeline.elements import Pair, SceneRef
+from changesweep.pipeline.rasters import WindowReader, open_raster
+from tests.rasters import (BEFORE_GRID, CHANGE, X0, Y0, ZONE32, ZONE33, render, write_raster,
+                           zone33_grid)
 
 
 def scene_ref(path: str, location: str = "loc", captured_at: str = "2020-01-01") -> SceneRef:
@@ -69,18 +25,6 @@ def scene_ref(path: str, location: str = "loc", captured_at: str = "2020-01-01")
     return SceneRef(location, captured_at, (path,), tuple(src.descriptions), src.height,
                     src.width, src.dtypes[0], src.crs.to_wkt() if src.crs else "",
                     tuple(src.transform)[:6], src.nodata, 0)
-
-
-BEFORE_GRID = Affine(10.0, 0, X0, 0, -10.0, Y0)
-
-
-def zone33_grid(res: float, margin_m: float = 0.0) -> tuple[Affine, tuple[int, int]]:
-  """A zone-33 grid over the before footprint, shifted off-lattice and cut shorter."""
-  left, bottom, right, top = warp.transform_bounds(ZONE32, ZONE33, X0, Y0 - 640, X0 + 640, Y0)
-  left += 3.7 + margin_m
-  top -= 2.9
-  shape = (int((top - bottom) / res) - int(80 / res), int((right - left) / res))
-  return Affine(res, 0, left, 0, -res, top), shape
 
 
 @pytest.fixture()
@@ -292,11 +236,18 @@ def shifted_pair(tmp_path):
   return before, after
 
 
+def as_pair(before: str, after: str, grid=None) -> Pair:
+  return Pair("p", scene_ref(before), scene_ref(after, captured_at="2021-01-01"), (0,), (0,),
+              grid=grid)
+
+
 def test_shift_is_recovered_within_a_fifth_of_a_pixel(shifted_pair):
   before, after = shifted_pair
   plan = grids.plan_common_grid(scene_ref(before), scene_ref(after), grids.GridSpec())
   assert plan.no_warp
-  dx, dy = coregistration.measure_shift(((before,), 0), ((after,), 0), plan)
+  reader = WindowReader()
+  dx, dy = coregistration.measure_shift(reader, as_pair(before, after))
+  reader.close()
   assert abs(dx - SHIFT[0]) < 0.2 and abs(dy - SHIFT[1]) < 0.2
   # The pure estimate, on arrays with a masked corner.
   with open_raster(before) as b, open_raster(after) as a:
@@ -311,9 +262,14 @@ def test_shift_is_recovered_within_a_fifth_of_a_pixel(shifted_pair):
 def test_coregistering_removes_false_changes_along_edges(shifted_pair):
   before, after = shifted_pair
   plan = grids.plan_common_grid(scene_ref(before), scene_ref(after), grids.GridSpec())
-  record = coregistration.decide_shift(coregistration.measure_shift(((before,), 0), ((after,), 0), plan), True)
+  reader = WindowReader()
+  pair = coregistration.coregister_pair(
+      as_pair(before, after), coregistration.measure_shift(reader, as_pair(before, after)), True)
+  reader.close()
+  record = pair.shift
   assert record.coregistered and not record.shift_flagged
-  fixed = plan.coregistered(record.shift_px)
+  fixed = pair.grid
+  assert fixed == plan.coregistered(record.shift_px)
   assert fixed.warp_after and not fixed.warp_before and fixed.resampling == "bilinear"
   raw, valid_raw = changed_mask(before, after, plan, threshold=150)
   corrected, valid = changed_mask(before, after, fixed, threshold=150)
@@ -332,12 +288,32 @@ def test_decide_shift_bounds():
   assert coregistration.decide_shift((8.0, 1.0), False).shift_flagged
   assert coregistration.decide_shift((5.0, 0), True, max_shift=4).shift_flagged
   assert coregistration.decide_shift(None, True).row_fields() == {
-      "shift_dx_px": None, "shift_dy_px": None, "coregistered": False, "shift_flagged": False}
-  plan = grids.PairGrid(grids.Grid("", (1.0, 0, 0, 0, -1.0, 0), 2, 2), False, False, 1.0, "none")
-  row = coregistration.pair_row_fields(plan, coregistration.decide_shift((2.0, 0.0), True))
-  assert row == {"grid_crs": "", "grid_transform": [1.0, 0, 0, 0, -1.0, 0],
-                 "overlap_fraction": 1.0, "resampling": "none", "shift_dx_px": 2.0,
-                 "shift_dy_px": 0.0, "coregistered": True, "shift_flagged": False}
+      "shift_px": None, "coregistered": False, "shift_flagged": False}
+  assert coregistration.decide_shift((2.0, -0.0001), True).row_fields()["shift_px"] == {
+      "dx": 2.0, "dy": 0.0}
+
+
+def test_pair_row_fields_fit_the_schema(shifted_pair):
+  before, after = shifted_pair
+  pair = as_pair(before, after)
+  unmeasured = coregistration.pair_row_fields(pair)
+  assert unmeasured == {"overlap_fraction": 1.0, "resampling": "none",
+                        "grid_crs": pair.before.crs, "shift_px": None, "coregistered": False,
+                        "shift_flagged": False}
+  fixed = coregistration.coregister_pair(pair, (2.0, 1.0), True, "cubic")
+  row = coregistration.pair_row_fields(fixed)
+  assert row["shift_px"] == {"dx": 2.0, "dy": 1.0} and row["coregistered"]
+  assert row["resampling"] == "cubic" and fixed.grid.after_offset_px == (2.0, 1.0)
+  assert (fixed.height, fixed.width, fixed.transform) == (96, 96, tuple(BEFORE_GRID)[:6])
+  unreferenced = pair._replace(before=pair.before._replace(crs=""),
+                               after=pair.after._replace(crs=""))
+  kept = coregistration.coregister_pair(unreferenced, (2.0, 1.0), True)
+  assert kept.grid is None and kept.shift == grids.ShiftRecord((2.0, 1.0), False, False)
+  flagged = coregistration.coregister_pair(pair, (9.0, 0.0), True)
+  assert flagged.grid is None and coregistration.pair_row_fields(flagged)["shift_flagged"]
+  fields = tuple(f for f in schemas.PAIRS if f.name in row)
+  for r in (unmeasured, row):
+    schemas.check_row(r, fields)
 
 
 def test_offset_grid_moves_by_pixels():
