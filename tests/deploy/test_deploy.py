@@ -281,16 +281,3 @@ def test_deploy_files_name_installed_modules():
                   if _module_exists(".".join(parts[:i]))), None)
     assert found and found != "changesweep", f"{where} names {name}: no such module"
 
-
-def test_every_template_parameter_is_a_sweep_option():
-  """A Flex Template parameter the sweep does not know would fail every launched job."""
-  from apache_beam.options.pipeline_options import PipelineOptions
-
-  from changesweep.pipeline import dataflow, options  # noqa: F401  (registers their options)
-
-  with open(os.path.join(DEPLOY, "metadata.json")) as f:
-    declared = {p["name"] for p in json.load(f)["parameters"]}
-  known = set(PipelineOptions([]).get_all_options())
-  assert declared <= known, declared - known
-  for name in ("grid", "min_overlap", "resampling", "coregister", "statistics_chips"):
-    assert name in declared, name

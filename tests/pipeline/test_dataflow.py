@@ -112,7 +112,8 @@ def test_flex_template_parameters_are_sweep_options(tmp_path):
             "num_shards": "0", "run_id": "night-1", "bigquery_table": "p-123456:ds.pairs",
             "state": str(tmp_path / "state.jsonl"), "since": "2017-01-01", "force": "true",
             "gpu_type": "nvidia-l4", "gpu_count": "1", "gpu_machine_type": "g2-standard-8",
-            "gpu_mode": "hints"}
+            "gpu_mode": "hints", "statistics_chips": "8", "grid": "EPSG:32633,10",
+            "min_overlap": "0.3", "resampling": "cubic", "coregister": "true"}
   skip = {"manifest", "bands"}  # exclusive with input / model-dependent
   assert set(params) - skip <= set(values), set(params) - skip - set(values)
   argv = DATAFLOW_ARGS + [f"--{k}={v}" for k, v in values.items() if k in params]
@@ -120,6 +121,7 @@ def test_flex_template_parameters_are_sweep_options(tmp_path):
   assert (cfg.force, cfg.since, cfg.state, cfg.bigquery_table) == (
       True, "2017-01-01", str(tmp_path / "state.jsonl"), "p-123456:ds.pairs")
   assert cfg.accelerator.startswith("type:nvidia-l4;count:1")
+  assert (cfg.statistics_chips, cfg.coregister, cfg.grids.resampling) == (8, True, "cubic")
   required = {n for n, p in params.items() if not p["isOptional"]}
   assert required == {"output"}
 
