@@ -247,8 +247,9 @@ def capture_view(raw_chip: np.ndarray, sample: np.ndarray, band_set: BandSet, mo
     raw_chip: `[s, s, 13]` raw DNs (after any raw nuisance).
     sample: `[N, 13]` the capture's statistics sample (after the same nuisance).
     band_set: The bands to produce.
-    mode: "capture_robust" or "archive".
-    archive: `(mean [16], std [16])` for the archive mode.
+    mode: "capture_robust", "archive" or "archive_optical" (archive statistics for optical
+      bands, the capture's own mean/std for indices and unknown bands).
+    archive: `(mean [16], std [16])` for the archive modes.
     rng: Random source (speckle).
     looks: Looks of the simulated SAR speckle.
   """
@@ -271,6 +272,9 @@ def capture_view(raw_chip: np.ndarray, sample: np.ndarray, band_set: BandSet, mo
   x = add_indices(raw_chip)[..., idx]
   if mode == "archive":
     center, scale = archive[0][idx], archive[1][idx]
+  elif mode == "archive_optical":
+    center, scale = norm.optical_mix(band_set.codes, (archive[0][idx], archive[1][idx]),
+                                     norm.capture_mean_std(add_indices(sample)[:, idx]))
   else:
     center, scale = norm.capture_stats(add_indices(sample)[:, idx], band_set.codes)
   return norm.normalize_np(x, center, scale, band_set.codes)
@@ -284,7 +288,7 @@ class AnyBandSampler:
     cities: Training parts.
     size: Chip side.
     seed: Random seed (every draw comes from it).
-    mode: Normalisation, "capture_robust" or "archive".
+    mode: Normalisation, "capture_robust", "archive" or "archive_optical".
     archive: Archive statistics for the "archive" mode.
     positive_fraction: Share of chips centred on a change pixel.
     nuisance_prob: Probability that each capture receives a nuisance.

@@ -168,7 +168,8 @@ def _score_any_band(cfg: SweepConfig, pairs, tasks):
   capture's own), normalisation inside the model's signature."""
   from changesweep.pipeline import anyband
 
-  archive = (pairs | "BandStatistics" >> anyband.BandStatistics()
+  optical_only = cfg.model.raw.get("normalization") == "archive_optical"
+  archive = (pairs | "BandStatistics" >> anyband.BandStatistics(optical_only)
              if cfg.statistics in ("archive", "model") else None)
   handler = anyband.make_anyband_handler(
       cfg.model.saved_model_dir, cfg.batch_size, model_copies=cfg.model_copies,
