@@ -295,6 +295,8 @@ class AnyBandSampler:
     paste_prob: Probability of a pasted synthetic change.
     identity_prob: Probability of a self-pair.
     pad_prob: Probability that a batch gets empty slots between its bands.
+    dn_noise: Largest sigma (DNs) of Gaussian noise added to the raw DNs of half the captures
+      that get a nuisance (0: none, as for the v1 model).
   """
   cities: Sequence[City]
   size: int = 96
@@ -306,6 +308,7 @@ class AnyBandSampler:
   paste_prob: float = 0.1
   identity_prob: float = 0.05
   pad_prob: float = 0.15
+  dn_noise: float = 0.0
 
   def __post_init__(self):
     self.rng = np.random.default_rng(self.seed)
@@ -335,6 +338,11 @@ class AnyBandSampler:
     if nuisance:
       p = raw_nuisance_params(self.rng)
       raw, sample = apply_raw_nuisance(raw, p), apply_raw_nuisance(sample, p)
+      if self.dn_noise and self.rng.random() < 0.5:
+        # sensor noise of one level in DNs for every band: large against the spread of the
+        # quiet 60 m bands (B01, B09, B10), which must not read it as change
+        sigma = float(self.rng.uniform(0.0, self.dn_noise))
+        raw = np.maximum(raw + self.rng.normal(0.0, sigma, raw.shape), 0.0).astype(np.float32)
     looks = float(self.rng.uniform(2.0, 8.0))
     return capture_view(raw, sample, band_set, self.mode, self.archive, self.rng, looks)
 

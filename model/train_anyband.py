@@ -116,7 +116,8 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
                   version: str = "1", time_budget_min: float | None = None,
                   paste_prob: float = 0.1, cities: list[str] | None = None,
                   export: bool = True, validate_from: int | None = None,
-                  init_from: str | None = None, command: str | None = None,
+                  init_from: str | None = None, dn_noise: float = 0.0,
+                  command: str | None = None,
                   log=print) -> dict:
   """Trains the any-band model and exports its directory; returns the metadata.
 
@@ -144,6 +145,7 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
     validate_from: First epoch that is validated (and can be kept); default: the last three.
     init_from: Fine-tune: start from these weights (a `.weights.h5` file, or a model
       directory holding `checkpoint.weights.h5`) instead of a fresh initialisation.
+    dn_noise: Largest sigma in DNs of the raw-DN noise nuisance (`AnyBandSampler.dn_noise`).
     command: The command line, recorded in the metadata.
     log: Progress printer.
   """
@@ -184,7 +186,8 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
       warmup_target=learning_rate, warmup_steps=total // 20)
   optimizer = keras.optimizers.AdamW(schedule, weight_decay=1e-4)
   sampler = anyband.AnyBandSampler(train_parts, size=train_chip, seed=seed, mode=normalization,
-                                   archive=archive, paste_prob=paste_prob)
+                                   archive=archive, paste_prob=paste_prob,
+                                   dn_noise=dn_noise)
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32)] * 2 +
                [tf.TensorSpec([None, None], tf.float32),
@@ -261,7 +264,7 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
           "epochs_run": len(history), "epochs": epochs, "steps_per_epoch": steps_per_epoch,
           "batch_size": batch_size, "train_chip": train_chip, "val_fraction": val_fraction,
           "learning_rate": learning_rate, "widths": list(widths), "parameters": params,
-          "init_from": init_from,
+          "init_from": init_from, "dn_noise": dn_noise,
           "macs_per_pair": {str(k): v for k, v in macs.items()},
           "train_seconds": round(train_seconds, 1), "total_seconds": None,
           "stopped_by_time_budget": stopped_early, "best_epoch": best["epoch"],
