@@ -23,7 +23,8 @@ from typing import Sequence
 
 # name -> (sweep input arguments relative to the archives folder, band set, row title)
 ARCHIVES = {
-    "s2_manifest": (("--manifest", "s2_bands_captures.csv"), "B02, B03, B04, B08 files (uint16 DNs)",
+    "s2_manifest": (("--manifest", "s2_bands_captures.csv"),
+                    "B02, B03, B04, B08 files (uint16 DNs)",
                     "default sweep, Sentinel-2 archive of single-band files (manifest with a "
                     "band column)"),
     "s2_13": (("--input", "s2_13"), "B01..B12, B8A (uint16 DNs)",
