@@ -36,11 +36,11 @@ class BufferWatch:
     self.appended = collections.Counter()
     self.appended_after_read = collections.Counter()
     self.read = collections.Counter()
-    self.names: dict[int, str] = {}
-    self.read_ids: set[int] = set()
 
-  def name(self, buf) -> str:
-    return self.names.get(id(buf), f"buffer@{id(buf):x}")
+  @staticmethod
+  def name(buf) -> str:
+    # Tagged on the object itself: ids are reused once the runner frees a buffer.
+    return getattr(buf, "_probe_name", None) or f"unnamed {type(buf).__name__}"
 
   def report(self) -> list[dict]:
     return [{"buffer": n, "appended": self.appended[n], "read": self.read[n],
@@ -87,7 +87,11 @@ def install(watch: BufferWatch) -> None:
   def named_get_buffer(self, buffer_id, transform_id):
     buf = get_buffer(self, buffer_id, transform_id)
     name = buffer_id.decode(errors="replace") if isinstance(buffer_id, bytes) else buffer_id
-    _WATCH[0].names.setdefault(id(buf), str(name))
+    if getattr(buf, "_probe_name", None) is None:
+      try:
+        buf._probe_name = str(name)
+      except AttributeError:  # a buffer type without a __dict__: left unnamed
+        pass
     return buf
 
   def on_append(original):
@@ -99,7 +103,7 @@ def install(watch: BufferWatch) -> None:
         n = 1
       with w.lock:
         w.appended[w.name(self)] += n
-        if id(self) in w.read_ids:
+        if getattr(self, "_probe_read", False):
           w.appended_after_read[w.name(self)] += n
       return original(self, data)
     return append
@@ -109,8 +113,8 @@ def install(watch: BufferWatch) -> None:
       parts = original(self, n)
       w = _WATCH[0]
       with w.lock:
-        if id(self) not in w.read_ids:
-          w.read_ids.add(id(self))
+        if not getattr(self, "_probe_read", False):
+          self._probe_read = True
           total = 0
           for part in parts:
             for chunk in part:
@@ -139,10 +143,17 @@ def run_once(size: int, workers: int, model: str, tmp: str) -> dict:
                             "--direct_num_workers", str(workers),
                             "--direct_running_mode", "multi_threading"])
   buffers = watch.report()
+  from changesweep.pipeline.sinks import read_jsonl_rows
+
+  dead = read_jsonl_rows(os.path.join(tmp, "out"), "dead_letter")
   return {"size": size, "workers": workers, **common.losses(summary),
+          "dead_letters": [f"{d['stage']}: {d['reason'][:300]}" for d in dead[:3]],
           "buffers_losing": [b for b in buffers if b["appended_after_read"]
                              or (b["read"] and b["read"] < b["appended"])],
-          "buffers": len(buffers)}
+          "buffers": len(buffers),
+          # the per-pair groupings, old (JoinChipsToPairs) and new (CombinePerPair, JoinSummaries)
+          "pair_groupings": [b for b in buffers if any(
+              k in b["buffer"] for k in ("JoinChipsToPairs", "CombinePerPair", "JoinSummaries"))]}
 
 
 def main(argv=None) -> int:

@@ -248,8 +248,9 @@ def capture_view(raw_chip: np.ndarray, sample: np.ndarray, band_set: BandSet, mo
     raw_chip: `[s, s, 13]` raw DNs (after any raw nuisance).
     sample: `[N, 13]` the capture's statistics sample (after the same nuisance).
     band_set: The bands to produce.
-    mode: "capture_robust" or "archive".
-    archive: `(mean [16], std [16])` for the archive mode.
+    mode: "capture_robust", "archive" or "archive_optical" (archive statistics for optical
+      bands, the capture's own mean/std for indices and unknown bands).
+    archive: `(mean [16], std [16])` for the archive modes.
     rng: Random source (speckle).
     looks: Looks of the simulated SAR speckle.
   """
@@ -272,6 +273,9 @@ def capture_view(raw_chip: np.ndarray, sample: np.ndarray, band_set: BandSet, mo
   x = add_indices(raw_chip)[..., idx]
   if mode == "archive":
     center, scale = archive[0][idx], archive[1][idx]
+  elif mode == "archive_optical":
+    center, scale = norm.optical_mix(band_set.codes, (archive[0][idx], archive[1][idx]),
+                                     norm.capture_mean_std(add_indices(sample)[:, idx]))
   else:
     center, scale = norm.capture_stats(add_indices(sample)[:, idx], band_set.codes)
   return norm.normalize_np(x, center, scale, band_set.codes)
@@ -285,13 +289,15 @@ class AnyBandSampler:
     cities: Training parts.
     size: Chip side.
     seed: Random seed (every draw comes from it).
-    mode: Normalisation, "capture_robust" or "archive".
+    mode: Normalisation, "capture_robust", "archive" or "archive_optical".
     archive: Archive statistics for the "archive" mode.
     positive_fraction: Share of chips centred on a change pixel.
     nuisance_prob: Probability that each capture receives a nuisance.
     paste_prob: Probability of a pasted synthetic change.
     identity_prob: Probability of a self-pair.
     pad_prob: Probability that a batch gets empty slots between its bands.
+    dn_noise: Largest sigma (DNs) of Gaussian noise added to the raw DNs of half the captures
+      that get a nuisance (0: none, as for the v1 model).
   """
   cities: Sequence[City]
   size: int = 96
@@ -303,6 +309,7 @@ class AnyBandSampler:
   paste_prob: float = 0.1
   identity_prob: float = 0.05
   pad_prob: float = 0.15
+  dn_noise: float = 0.0
 
   def __post_init__(self):
     self.rng = np.random.default_rng(self.seed)
@@ -332,6 +339,11 @@ class AnyBandSampler:
     if nuisance:
       p = raw_nuisance_params(self.rng)
       raw, sample = apply_raw_nuisance(raw, p), apply_raw_nuisance(sample, p)
+      if self.dn_noise and self.rng.random() < 0.5:
+        # sensor noise of one level in DNs for every band: large against the spread of the
+        # quiet 60 m bands (B01, B09, B10), which must not read it as change
+        sigma = float(self.rng.uniform(0.0, self.dn_noise))
+        raw = np.maximum(raw + self.rng.normal(0.0, sigma, raw.shape), 0.0).astype(np.float32)
     looks = float(self.rng.uniform(2.0, 8.0))
     return capture_view(raw, sample, band_set, self.mode, self.archive, self.rng, looks)
 

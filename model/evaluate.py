@@ -43,7 +43,7 @@ from changesweep.model.scene_eval import (  # noqa: F401  (re-exported)
 # ----------------------------------------------------------------------------- any-band models
 
 DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shipped",
-                             "changesweep-anyband-s2-v1")
+                             "changesweep-anyband-s2-v2")
 NUISANCES = ("brightness", "gamma", "noise", "shift", "haze")
 
 
@@ -132,6 +132,9 @@ def any_scene_fn(scorer: AnyBandScorer, size: int, overlap: int,
     label = pair_data.read_mask(r.mask, r.change_value, r.nochange_value)
     if normalization == "archive":
       sb = sa = archive
+    elif normalization == "archive_optical":
+      sb = norm.optical_mix(codes, archive, norm.capture_mean_std(before))
+      sa = norm.optical_mix(codes, archive, norm.capture_mean_std(after))
     else:
       sb, sa = norm.capture_stats(before, codes), norm.capture_stats(after, codes)
     fn = scorer.prob_fn(codes, sb, sa)
@@ -198,10 +201,12 @@ def apply_nuisance(x: np.ndarray, codes: Sequence[float], kind: str,
 def any_nuisance_check(scorer: AnyBandScorer, records, size: int, threshold: float,
                        bands: Sequence[str] | None, overlap: int = 32, seed: int = 0,
                        kinds: Sequence[str] = NUISANCES, log=None,
-                       archive: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+                       archive: tuple[np.ndarray, np.ndarray] | None = None,
+                       optical_only: bool = False) -> dict:
   """Pairs every pair's before capture with itself after each nuisance and reports the
   fraction of pixels flagged (`p >= threshold`). Each capture gets its own per-capture
-  statistics, or both the `archive` statistics (those of the unchanged archive)."""
+  statistics, or both the `archive` statistics (those of the unchanged archive; with
+  `optical_only`, indices and unnamed bands keep each capture's own mean/std)."""
   from changesweep.transforms import normalization as norm
   rng = np.random.default_rng(seed)
   out = {}
@@ -210,7 +215,10 @@ def any_nuisance_check(scorer: AnyBandScorer, records, size: int, threshold: flo
     for r in records:
       x, codes = load_any_capture(r.before, bands, scorer.max_bands)
       y = apply_nuisance(x, codes, kind, rng)
-      if archive is not None:
+      if archive is not None and optical_only:
+        fn = scorer.prob_fn(codes, norm.optical_mix(codes, archive, norm.capture_mean_std(x)),
+                            norm.optical_mix(codes, archive, norm.capture_mean_std(y)))
+      elif archive is not None:
         fn = scorer.prob_fn(codes, archive, archive)
       else:
         fn = scorer.prob_fn(codes, norm.capture_stats(x, codes), norm.capture_stats(y, codes))
@@ -277,13 +285,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--auc_block", type=int, default=64,
                       help="block size for the block-level ROC-AUC fallback")
   parser.add_argument("--normalization", default=None,
-                      choices=("model", "pair", "capture", "capture_robust", "archive"),
+                      choices=("model", "pair", "capture", "capture_robust", "archive",
+                               "archive_optical"),
                       help="fixed-band models: model (default; raw pixels through "
                            "serving_default), pair or capture (z-scores, normalized "
                            "signature). Any-band models (default: the model's own "
                            "`normalization`): capture_robust (per-capture median/MAD) or "
                            "archive (per-band mean/std over every capture of the manifest, "
-                           "as the sweep's archive statistics)")
+                           "as the sweep's archive statistics) or archive_optical (that for "
+                           "optical bands, each capture's own mean/std for the others)")
   parser.add_argument("--nuisance", action="store_true",
                       help="also pair each before capture with itself after nuisance changes "
                            "and report the fraction of pixels flagged (should be < 1%%); "
@@ -334,13 +344,14 @@ def _finish(args, result: dict, info, command: str, band_set: str) -> int:
 def _main_any(args, records, info, bands, command: str) -> int:
   from changesweep.model import bandcodes
   normalization = args.normalization or info.raw.get("normalization", "capture_robust")
-  if normalization not in ("capture_robust", "archive"):
+  if normalization not in ("capture_robust", "archive", "archive_optical"):
     raise bandcodes.BandInputError(f"--normalization {normalization} is for fixed-band models; "
-                                   "any-band models take capture_robust or archive")
+                                   "any-band models take capture_robust, archive or "
+                                   "archive_optical")
   scorer = AnyBandScorer(args.model)
   threshold = info.threshold if args.threshold is None else args.threshold
   archive = (archive_statistics(records, bands, scorer.max_bands)
-             if normalization == "archive" else None)
+             if normalization.startswith("archive") else None)
   scene = any_scene_fn(scorer, info.chip_size, args.overlap, bands, normalization, archive)
   t0 = time.time()
   result = {"overall": {k: float("nan") for k in ("f1", "precision", "recall", "iou",
@@ -363,7 +374,8 @@ def _main_any(args, records, info, bands, command: str) -> int:
     print(format_table(result))
   if args.nuisance:
     result["nuisance"] = any_nuisance_check(scorer, records, info.chip_size, threshold, bands,
-                                            overlap=args.overlap, log=print, archive=archive)
+                                            overlap=args.overlap, log=print, archive=archive,
+                                            optical_only=normalization == "archive_optical")
   return _finish(args, result, info, command, band_set)
 
 

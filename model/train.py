@@ -296,12 +296,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--s2_root", default=None,
                       help="any mode: folder of OSCD train cities with imgs_1/, imgs_2/ "
                            "(B01.tif .. B12.tif, B8A.tif) and cm.tif")
-  parser.add_argument("--normalization", choices=("capture_robust", "archive"),
-                      default="archive",
-                      help="any mode: archive z-scores (default; better on the validation "
-                           "split, see model/README.md) or per-capture robust statistics")
+  parser.add_argument("--normalization", default="archive",
+                      choices=("capture_robust", "archive", "archive_optical"),
+                      help="any mode: archive z-scores (default), archive z-scores for optical "
+                           "bands and each capture's own for indices and unnamed bands "
+                           "(archive_optical; the shipped v2, see model/README.md), or "
+                           "per-capture robust statistics")
   parser.add_argument("--validate_from", type=int, default=None,
                       help="any mode: first epoch validated (default: the last three)")
+  parser.add_argument("--init_from", default=None,
+                      help="any mode: fine-tune from these weights (a .weights.h5 file or a "
+                           "model directory with checkpoint.weights.h5)")
+  parser.add_argument("--dn_noise", type=float, default=0.0,
+                      help="any mode: largest sigma (DNs) of Gaussian noise added to the raw "
+                           "DNs of half the nuisance captures (default 0)")
   parser.add_argument("--no_export", action="store_true",
                       help="any mode: only train and validate (training_log.json)")
   parser.add_argument("--out", required=True, help="model directory to write (replaced)")
@@ -360,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                   model_id=args.model_id or DEFAULT_ANY_MODEL_ID, version=args.version,
                   time_budget_min=args.time_budget_min, paste_prob=args.paste_prob,
                   export=not args.no_export, validate_from=args.validate_from,
-                  command=command)
+                  init_from=args.init_from, dn_noise=args.dn_noise, command=command)
     return 0
   train(args.pairs, args.out, data_root=args.data_root, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,

@@ -31,6 +31,7 @@ from changesweep.model import anyband
 from changesweep.transforms import normalization as norm
 
 DEFAULT_ANY_MODEL_ID = "changesweep-anyband-s2-v1"
+CHECKPOINT_FILE = "checkpoint.weights.h5"
 THRESHOLDS = np.round(np.arange(0.02, 0.99, 0.01), 2)
 
 
@@ -82,6 +83,19 @@ def validate(run, views: dict, chip_size: int) -> dict:
   return {"threshold": t, "f1": f1, "per_set": per_set}
 
 
+def init_weights_path(path: str) -> str:
+  """The weights file of `--init_from`: the file itself or `<model dir>/checkpoint.weights.h5`.
+
+  Raises:
+    FileNotFoundError: when neither exists.
+  """
+  if os.path.isdir(path):
+    path = os.path.join(path, CHECKPOINT_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no weights to fine-tune from at {path}")
+  return path
+
+
 def masked_loss(labels, logits):
   import tensorflow as tf
   known = tf.cast(labels >= 0, tf.float32)
@@ -102,7 +116,9 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
                   version: str = "1", time_budget_min: float | None = None,
                   paste_prob: float = 0.1, cities: list[str] | None = None,
                   export: bool = True, validate_from: int | None = None,
-                  command: str | None = None, log=print) -> dict:
+                  init_from: str | None = None, dn_noise: float = 0.0,
+                  command: str | None = None,
+                  log=print) -> dict:
   """Trains the any-band model and exports its directory; returns the metadata.
 
   Args:
@@ -117,8 +133,9 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
     val_fraction: Share of each city's rows held out for validation.
     widths: Encoder widths per scale.
     learning_rate: Peak learning rate.
-    normalization: "archive" (per-channel mean/std over the training parts; shipped, chosen
-      on the validation split) or "capture_robust" (each capture's median/MAD).
+    normalization: "archive" (per-channel mean/std over the training parts), "archive_optical"
+      (that for optical bands, each capture's own mean/std for indices and unknown bands) or
+      "capture_robust" (each capture's median/MAD).
     model_id: Model id written into the metadata.
     version: Model version.
     time_budget_min: Stop at the first epoch end after this many minutes of training.
@@ -126,6 +143,9 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
     cities: City names (default: every folder of `s2_root`).
     export: Write the model directory (otherwise only training_log.json and the checkpoint).
     validate_from: First epoch that is validated (and can be kept); default: the last three.
+    init_from: Fine-tune: start from these weights (a `.weights.h5` file, or a model
+      directory holding `checkpoint.weights.h5`) instead of a fresh initialisation.
+    dn_noise: Largest sigma in DNs of the raw-DN noise nuisance (`AnyBandSampler.dn_noise`).
     command: The command line, recorded in the metadata.
     log: Progress printer.
   """
@@ -140,7 +160,8 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
   keras.utils.set_random_seed(seed)
   tf.config.experimental.enable_op_determinism()
   train_parts, val_parts = anyband.load_cities(s2_root, cities, val_fraction)
-  archive = anyband.archive_stats(train_parts) if normalization == "archive" else None
+  archive = (anyband.archive_stats(train_parts) if normalization.startswith("archive")
+             else None)
   log(f"{len(train_parts)} cities in {time.time() - t_start:.0f}s; train pixels "
       f"{sum(c.label.size for c in train_parts)}, validation pixels "
       f"{sum(c.label.size for c in val_parts)} (every strip, with or without change)")
@@ -152,6 +173,9 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
                     for c in val_parts])
 
   model = net.build_anyband_network(widths, seed=seed)
+  if init_from:
+    model.load_weights(init_weights_path(init_from))
+    log(f"fine-tuning from {init_from}")
   params = int(model.count_params())
   macs = {k: net.count_anyband_macs(k, widths, size=chip_size) for k in (1, 3, 4, 13)}
   log(f"network: {params} parameters, GMACs per {chip_size}px pair "
@@ -162,7 +186,8 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
       warmup_target=learning_rate, warmup_steps=total // 20)
   optimizer = keras.optimizers.AdamW(schedule, weight_decay=1e-4)
   sampler = anyband.AnyBandSampler(train_parts, size=train_chip, seed=seed, mode=normalization,
-                                   archive=archive, paste_prob=paste_prob)
+                                   archive=archive, paste_prob=paste_prob,
+                                   dn_noise=dn_noise)
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32)] * 2 +
                [tf.TensorSpec([None, None], tf.float32),
@@ -207,7 +232,7 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
     if val["f1"] > best["f1"]:
       best = {**val, "epoch": epoch + 1}
       model.save_weights(ckpt)
-      shutil.copy(ckpt, os.path.join(out, "checkpoint.weights.h5"))
+      shutil.copy(ckpt, os.path.join(out, CHECKPOINT_FILE))
     log(f"epoch {epoch + 1}/{epochs} loss {record['loss']:.4f} val F1 {val['f1']:.3f} "
         f"@{val['threshold']:.2f} {json.dumps({k: round(v, 3) for k, v in val['per_set'].items()})}"
         f" ({train_s:.0f}s train, {record['val_seconds']:.0f}s val) best {best['f1']:.3f}"
@@ -239,6 +264,7 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
           "epochs_run": len(history), "epochs": epochs, "steps_per_epoch": steps_per_epoch,
           "batch_size": batch_size, "train_chip": train_chip, "val_fraction": val_fraction,
           "learning_rate": learning_rate, "widths": list(widths), "parameters": params,
+          "init_from": init_from, "dn_noise": dn_noise,
           "macs_per_pair": {str(k): v for k, v in macs.items()},
           "train_seconds": round(train_seconds, 1), "total_seconds": None,
           "stopped_by_time_budget": stopped_early, "best_epoch": best["epoch"],
@@ -257,8 +283,8 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
   if export:
     tmp_out = out.rstrip("/") + ".export-tmp"
     model_format.export_anyband_model_dir(tmp_out, model, metadata)
-    shutil.copy(os.path.join(out, "training_log.json"), os.path.join(tmp_out,
-                                                                    "training_log.json"))
+    for name in ("training_log.json", CHECKPOINT_FILE):  # the checkpoint: for --init_from
+      shutil.copy(os.path.join(out, name), os.path.join(tmp_out, name))
     shutil.rmtree(out)
     os.rename(tmp_out, out)
   metadata["training"]["total_seconds"] = round(time.time() - t_start, 1)
@@ -283,9 +309,10 @@ def export_from_checkpoint(run_dir: str, out: str) -> None:
   metadata.pop("format", None)
   model = net.build_anyband_network(tuple(metadata["training"]["widths"]),
                                     seed=metadata["training"]["seed"])
-  model.load_weights(os.path.join(run_dir, "checkpoint.weights.h5"))
+  model.load_weights(os.path.join(run_dir, CHECKPOINT_FILE))
   model_format.export_anyband_model_dir(out, model, metadata)
-  shutil.copy(os.path.join(run_dir, "training_log.json"), os.path.join(out, "training_log.json"))
+  for name in ("training_log.json", CHECKPOINT_FILE):
+    shutil.copy(os.path.join(run_dir, name), os.path.join(out, name))
 
 
 if __name__ == "__main__":

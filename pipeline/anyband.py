@@ -34,12 +34,20 @@ _MIN_SCALE = 1e-6
 
 # ----------------------------------------------------------------------------- statistics
 
-def capture_band_stats(pair: Pair) -> list[tuple[tuple[str, str], tuple[float, float, float]]]:
-  """`((capture uri, band name), (weight, mean, std))` of each slot of both captures."""
+def capture_band_stats(pair: Pair, optical_only: bool = False
+                       ) -> list[tuple[tuple[str, str], tuple[float, float, float]]]:
+  """`((capture uri, band name), (weight, mean, std))` of each slot of both captures.
+
+  With `optical_only` (models normalised "archive_optical") only optical bands (code > 0) are
+  pooled; indices, SAR and unnamed bands then keep their capture's own statistics.
+  """
   out = []
+  codes = tuple(pair.band_codes) + (0.0,) * (len(pair.band_names) - len(pair.band_codes))
   for scene, positions in ((pair.before, pair.before_bands), (pair.after, pair.after_bands)):
     weight = scene.usable_fraction * scene.height * scene.width
-    for name, p in zip(pair.band_names, positions):
+    for name, p, code in zip(pair.band_names, positions, codes):
+      if optical_only and not code > 0:
+        continue
       mean, std = band_stats(scene, p) or (math.nan, math.nan)
       if math.isfinite(mean) and math.isfinite(std):
         out.append(((scene.uri, name), (weight, mean, std)))
@@ -80,11 +88,19 @@ class PoolStatsFn(beam.CombineFn):
 
 
 class BandStatistics(beam.PTransform):
-  """Pairs -> one `{band name: (mean, std)}` over every capture in them (each counted once)."""
+  """Pairs -> one `{band name: (mean, std)}` over every capture in them (each counted once).
+
+  Attributes:
+    optical_only: pool only optical bands (see `capture_band_stats`).
+  """
+
+  def __init__(self, optical_only: bool = False):
+    super().__init__()
+    self.optical_only = optical_only
 
   def expand(self, pairs):
     return (pairs
-            | "CaptureBandStats" >> beam.FlatMap(capture_band_stats)
+            | "CaptureBandStats" >> beam.FlatMap(capture_band_stats, self.optical_only)
             | "OncePerCapture" >> beam.CombinePerKey(lambda values: next(iter(values)))
             | "ByBand" >> beam.Map(lambda kv: (kv[0][1], kv[1]))
             | "Pool" >> beam.CombineGlobally(PoolStatsFn()))

@@ -208,7 +208,7 @@ def models_used(cfg: SweepConfig, pairs: list[dict]) -> list[dict]:
   for m in (*cfg.extra_models, cfg.model):
     any_band = m.raw.get("band_mode") == "any"
     why = ("any band set (every identified band, up to " f"{m.raw.get('max_bands')})"
-           if any_band else f"both captures have {', '.join(m.bands)}")
+           if any_band else f"both captures have only {', '.join(m.bands)}")
     if cfg.extra_models and any_band:
       why = "the pairs no fixed-band model fits: " + why
     out.append({"model_id": m.model_id, "pairs": served.get(m.model_id, 0), "why": why})

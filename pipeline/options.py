@@ -7,9 +7,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(REPO_ROOT, "model", "shipped")
-# Without --model, each pair gets the first of DEFAULT_FIXED_MODELS whose bands both captures
-# have (it scores those band sets better, see README "Models"), else the any-band model.
-DEFAULT_MODEL = os.path.join(SHIPPED, "changesweep-anyband-s2-v1")
+# Without --model, each pair gets the first of DEFAULT_FIXED_MODELS that reads every band both
+# captures have (3-band red/green/blue: the RGB model scores them better, see README "Models"),
+# else the any-band model (Sentinel-2 with NIR/SWIR, indices, SAR, unnamed single bands).
+DEFAULT_MODEL = os.path.join(SHIPPED, "changesweep-anyband-s2-v2")
 DEFAULT_FIXED_MODELS = (os.path.join(SHIPPED, "changesweep-siamdiff-oscd-rgb-v1"),)
 
 

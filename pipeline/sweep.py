@@ -186,7 +186,8 @@ def _score_any_band(cfg: SweepConfig, pairs, tasks):
   capture's own), normalisation inside the model's signature."""
   from changesweep.pipeline import anyband
 
-  archive = (pairs | "BandStatistics" >> anyband.BandStatistics()
+  optical_only = cfg.model.raw.get("normalization") == "archive_optical"
+  archive = (pairs | "BandStatistics" >> anyband.BandStatistics(optical_only)
              if cfg.statistics in ("archive", "model") else None)
   handler = anyband.make_anyband_handler(
       cfg.model.saved_model_dir, cfg.batch_size, model_copies=cfg.model_copies,
@@ -195,16 +196,28 @@ def _score_any_band(cfg: SweepConfig, pairs, tasks):
       handler, cfg.chip_size, cfg.max_bands, archive, cfg.masks.values)
 
 
+def has_only(ids: list, positions: list[int]) -> bool:
+  """Whether a capture's identified bands (masks aside) are exactly those at `positions`."""
+  return {p for p, i in enumerate(ids) if i is not None and i.kind != "mask"} <= set(positions)
+
+
 def pick_model(pair: Pair, fixed: tuple) -> tuple[int, Pair]:
-  """The first fixed-band model whose bands both captures have, with the pair's band positions
-  for it; else the last branch (the any-band model) and the pair as paired."""
+  """The first fixed-band model that reads all the bands both captures have, with the pair's
+  band positions for it; else the last branch (the any-band model) and the pair as paired.
+
+  A capture with identified bands beyond a fixed model's (Sentinel-2 with NIR, SWIR ...) goes
+  to the any-band model, which reads them all (and scores such captures better, README
+  "Models")."""
   from changesweep.pipeline.band_slots import identities
 
   for i, model in enumerate(fixed):
+    ids_b, ids_a = identities(pair.before), identities(pair.after)
     try:
-      before = resolve_bands(model.bands, identities(pair.before))
-      after = resolve_bands(model.bands, identities(pair.after))
+      before = resolve_bands(model.bands, ids_b)
+      after = resolve_bands(model.bands, ids_a)
     except BandError:
+      continue
+    if not (has_only(ids_b, before) and has_only(ids_a, after)):
       continue
     return i, pair._replace(before_bands=tuple(before), after_bands=tuple(after), band_names=(),
                             band_codes=())

@@ -1,7 +1,8 @@
 """Sweeps with the real default models, no --model: each pair gets the shipped model that fits.
 
-A 4-band Sentinel-2 archive (the sample) is scored by the RGB model (its bands are named), a
-1-band NDVI archive with no band names by the any-band model; rows say which model scored them.
+A 3-band archive named red/green/blue is scored by the RGB model; a 4-band Sentinel-2 archive
+(the sample: B02, B03, B04, B08) and a 1-band NDVI archive with no band names by the any-band
+model, which reads every band; rows say which model scored them.
 """
 import glob
 import os
@@ -14,7 +15,7 @@ from changesweep.pipeline import main as sweep_main
 from changesweep.pipeline.sinks import read_jsonl_rows
 from tests.conftest import SAMPLE_ARCHIVE, SAMPLE_LABELS  # noqa: F401
 
-ANY = "changesweep-anyband-s2-v1"
+ANY = "changesweep-anyband-s2-v2"
 RGB = "changesweep-siamdiff-oscd-rgb-v1"
 
 
@@ -35,25 +36,52 @@ def ndvi_archive(root):
   return str(root)
 
 
+def rgb_archive(root):
+  """The sample archive's first cities as 3-band files (B04, B03, B02 named red, green, blue)."""
+  for path in sorted(glob.glob(os.path.join(SAMPLE_ARCHIVE, "*", "*.tif")))[:4]:
+    with rasterio.open(path) as src:
+      names = src.descriptions
+      rgb = np.stack([src.read(names.index(b) + 1) for b in ("B04", "B03", "B02")])
+      profile = src.profile
+    profile.update(count=3)
+    out = os.path.join(root, os.path.basename(os.path.dirname(path)), os.path.basename(path))
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with rasterio.open(out, "w", **profile) as dst:
+      dst.write(rgb)
+      for k, name in enumerate(("red", "green", "blue"), 1):
+        dst.set_band_description(k, name)
+  return str(root)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("defaults")
   ndvi = ndvi_archive(tmp / "ndvi")
+  rgb = rgb_archive(tmp / "rgb")
   out = {}
-  for name, archive in (("s2", SAMPLE_ARCHIVE), ("ndvi", ndvi)):
+  for name, archive in (("s2", SAMPLE_ARCHIVE), ("ndvi", ndvi), ("rgb", rgb)):
     o = str(tmp / f"out-{name}")
     out[name] = (o, sweep_main.run(["--input", archive, "--output", o, "--run_id", "t",
                                     "--no_maps"]))
   return out
 
 
-def test_a_named_4_band_archive_is_scored_by_the_rgb_model(runs):
+def test_a_named_4_band_archive_is_scored_by_the_any_band_model(runs):
   out, summary = runs["s2"]
   rows = read_jsonl_rows(out, "pairs")
-  assert len(rows) == 4 and {r["model_id"] for r in rows} == {RGB}
+  assert len(rows) == 4 and {r["model_id"] for r in rows} == {ANY}
   used = {m["model_id"]: m["pairs"] for m in summary["models_used"]}
-  assert used == {RGB: 4, ANY: 0}
+  assert used == {RGB: 0, ANY: 4}
   assert all(0 < r["changed_fraction"] < 0.5 for r in rows)
+
+
+def test_a_3_band_rgb_archive_is_scored_by_the_rgb_model(runs):
+  out, summary = runs["rgb"]
+  rows = read_jsonl_rows(out, "pairs")
+  assert len(rows) == 2 and {r["model_id"] for r in rows} == {RGB}
+  used = {m["model_id"]: m["pairs"] for m in summary["models_used"]}
+  assert used == {RGB: 2, ANY: 0}
+  assert all(0 <= r["changed_fraction"] < 0.5 for r in rows)
 
 
 def test_an_unnamed_1_band_ndvi_archive_is_scored_by_the_any_band_model(runs):

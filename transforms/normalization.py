@@ -32,7 +32,11 @@ ABSOLUTE_FLOOR = 1e-3
 # Normalised values are clipped to this magnitude (clouds, saturated pixels, speckle spikes).
 Z_CLIP = 8.0
 MAX_STAT_PIXELS = 262_144
-NORMALIZATIONS = ("capture_robust", "archive")
+NORMALIZATIONS = ("capture_robust", "archive", "archive_optical")
+# "archive_optical": archive statistics pooled per optical band identity (code > 0); an index,
+# SAR or unnamed band is normalised with its own capture's mean and standard deviation (an
+# index is comparable across sensors, but its level moves with the season; an unnamed band has
+# no identity to pool by).
 
 
 def capture_stats(pixels: np.ndarray, codes: Sequence[float], max_pixels: int = MAX_STAT_PIXELS,
@@ -75,6 +79,32 @@ def capture_stats(pixels: np.ndarray, codes: Sequence[float], max_pixels: int = 
     center[k] = med
     scale[k] = max(mad, RELATIVE_FLOOR * abs(med), ABSOLUTE_FLOOR)
   return center, scale
+
+
+def capture_mean_std(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Per-band mean and standard deviation of finite values (what the sweep's usability pass
+  records on each capture's overview); `[N, C]` or `[H, W, C]` in, `(mean [C], std [C])` out."""
+  x = np.asarray(pixels, np.float64)
+  x = x.reshape(-1, x.shape[-1])
+  finite = np.isfinite(x)
+  n = np.maximum(finite.sum(0), 1)
+  xz = np.where(finite, x, 0.0)
+  mean = xz.sum(0) / n
+  std = np.sqrt(np.maximum((xz * xz).sum(0) / n - mean ** 2, 0.0))
+  return mean.astype(np.float32), np.maximum(std, ABSOLUTE_FLOOR).astype(np.float32)
+
+
+def optical_mix(codes: Sequence[float], archive: tuple[np.ndarray, np.ndarray],
+                capture: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  """The "archive_optical" statistics: `archive` where a band is optical (code > 0), else
+  `capture` (indices, SAR, unknown bands); empty slots get centre 0, scale 1."""
+  codes = np.asarray(codes, np.float32)
+  optical = codes > 0
+  center = np.where(optical, archive[0], capture[0]).astype(np.float32)
+  scale = np.where(optical, archive[1], capture[1]).astype(np.float32)
+  empty = codes == CODE_EMPTY
+  return np.where(empty, 0.0, center).astype(np.float32), np.where(empty, 1.0, scale).astype(
+      np.float32)
 
 
 def normalize_np(x: np.ndarray, center: np.ndarray, scale: np.ndarray,

@@ -313,3 +313,54 @@ def test_sampler_batches_are_one_band_set_in_any_order():
   again = anyband.AnyBandSampler([city], size=16, seed=1).batch(2)
   np.testing.assert_array_equal(again[0], anyband.AnyBandSampler([city], size=16,
                                                                  seed=1).batch(2)[0])
+
+
+# ----------------------------------------------------------------------------- archive_optical
+
+
+def test_optical_mix_takes_archive_stats_for_optical_bands_only():
+  codes = [S2["B04"], norm.CODE_INDEX, norm.CODE_UNKNOWN, norm.CODE_EMPTY]
+  archive = (np.array([1000.0, 0.5, 7.0, 9.0]), np.array([300.0, 0.2, 2.0, 3.0]))
+  capture = (np.array([900.0, 0.1, 5.0, 4.0]), np.array([250.0, 0.3, 1.0, 2.0]))
+  center, scale = norm.optical_mix(codes, archive, capture)
+  np.testing.assert_allclose(center, [1000.0, 0.1, 5.0, 0.0])
+  np.testing.assert_allclose(scale, [300.0, 0.3, 1.0, 1.0])
+
+
+def test_capture_mean_std_ignores_non_finite_values():
+  x = np.array([[1.0, 2.0], [3.0, np.nan], [5.0, 4.0]], np.float32)
+  mean, std = norm.capture_mean_std(x)
+  np.testing.assert_allclose(mean, [3.0, 3.0])
+  np.testing.assert_allclose(std, [np.sqrt(8 / 3), 1.0], rtol=1e-6)
+
+
+def test_archive_optical_pools_only_optical_bands_in_the_sweep():
+  from changesweep.pipeline import anyband as sweep_anyband
+  from changesweep.pipeline.elements import Pair, SceneRef
+
+  def scene(uri, means, stds):
+    return SceneRef("loc", "2020-01-01", (uri,), ("B04", "NDVI"), 10, 10, "float32", "",
+                    (1.0, 0.0, 0.0, 0.0, -1.0, 0.0), None, 0, 1.0, means, stds, None, None)
+
+  pair = Pair("p", scene("a.tif", (1000.0, 0.2), (100.0, 0.1)),
+              scene("b.tif", (1200.0, 0.6), (120.0, 0.2)), (0, 1), (0, 1), ("B04", "NDVI"),
+              (S2["B04"], norm.CODE_INDEX))
+  assert {k[1] for k, _ in sweep_anyband.capture_band_stats(pair)} == {"B04", "NDVI"}
+  assert {k[1] for k, _ in sweep_anyband.capture_band_stats(pair, optical_only=True)} == {"B04"}
+  pooled = {"B04": (1100.0, 150.0)}
+  center, scale = sweep_anyband.slot_stats(pair, pair.after, pair.after_bands, pooled, 4)
+  np.testing.assert_allclose(center[:2], [1100.0, 0.6])
+  np.testing.assert_allclose(scale[:2], [150.0, 0.2])
+
+
+def test_sampler_archive_optical_normalises_indices_per_capture():
+  rng = np.random.default_rng(0)
+  raw = rng.uniform(100, 3000, (24, 24, 13)).astype(np.float32)
+  cap = anyband.Capture(raw, raw.reshape(-1, 13))
+  archive = (np.full(16, 5.0, np.float32), np.full(16, 2.0, np.float32))
+  ndvi = anyband.fixed_band_set(("NDVI",), unknown=True)
+  z = anyband.capture_view(raw, cap.sample, ndvi, "archive_optical", archive, rng)
+  assert abs(float(z.mean())) < 1e-3 and abs(float(z.std()) - 1.0) < 1e-2  # its own mean/std
+  red = anyband.fixed_band_set(("B04",))
+  z = anyband.capture_view(raw, cap.sample, red, "archive_optical", archive, rng)
+  np.testing.assert_allclose(z[..., 0], np.clip((raw[..., 3] - 5.0) / 2.0, -8, 8), rtol=1e-5)
