@@ -1,9 +1,12 @@
 """Whole sweeps over one file per band: a 20 m band beside 10 m ones, and `--bands ndvi`."""
+import os
+
 import numpy as np
 import pytest
 from rasterio.transform import Affine
 
 from changesweep.pipeline import main as sweep_main
+from changesweep.pipeline.options import DEFAULT_MODEL
 from changesweep.pipeline.sinks import read_jsonl_rows
 from tests.conftest import CVA_MODEL
 from tests.rasters import GRID, scene, write_raster
@@ -73,7 +76,7 @@ def test_bands_ndvi_feeds_the_any_band_model_an_index(archives, tmp_path):
   assert summary["counts"]["pairs"] == 4 and summary["counts"]["dead_letters"] == 0
   assert summary["accounting"]["ok"] and summary["accounting"]["listed"] == listed
   rows = read_jsonl_rows(str(tmp_path / "n"), "pairs")
-  assert {r["model_id"] for r in rows} == {"changesweep-anyband-s2-v1"}
+  assert {r["model_id"] for r in rows} == {os.path.basename(DEFAULT_MODEL)}
   history = read_jsonl_rows(str(tmp_path / "n"), "history")
   assert len(history) == 6 and all(len(h["band_means"]) == 1 for h in history)
   assert all(0.3 < h["band_means"][0] < 0.5 for h in history)  # NDVI of (2.2 r - r) / 3.2 r
