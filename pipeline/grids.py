@@ -26,7 +26,6 @@ Pair-row fields (`PairGrid.row_fields()` and `ShiftRecord.row_fields()`):
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import Literal, NamedTuple
 
@@ -39,6 +38,8 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from changesweep.pipeline.elements import SceneRef
+from changesweep.transforms.band_grid import (  # noqa: F401  (Grid and its reader: one class)
+    Grid, grid_of_dataset, parse_crs as _crs)
 
 # Default `--grid`: the earlier capture's grid (maps then sit on the label grid of a labelled pair).
 DEFAULT_GRID = "earlier"
@@ -75,39 +76,6 @@ SHIFT_UPSAMPLE = 20
 OVERLAP_SIDE = 256
 # Two grids are one grid when their offsets agree to this share of a pixel.
 _PIXEL_TOL = 1e-3
-
-
-class Grid(NamedTuple):
-  """A pixel grid: CRS, affine geotransform and size.
-
-  Attributes:
-    crs_wkt: the CRS as WKT ("" when not georeferenced).
-    transform: the affine (a, b, c, d, e, f) of the top-left pixel corner.
-    height, width: rows and columns.
-  """
-  crs_wkt: str
-  transform: tuple[float, ...]
-  height: int
-  width: int
-
-  @property
-  def affine(self) -> Affine:
-    return Affine(*self.transform[:6])
-
-  @property
-  def crs(self) -> CRS | None:
-    return _crs(self.crs_wkt)
-
-  @property
-  def resolution(self) -> float:
-    """Pixel side (square root of the pixel area), in CRS units."""
-    a, b, _, d, e, _ = self.transform[:6]
-    return math.sqrt(abs(a * e - b * d))
-
-  @property
-  def bounds(self) -> tuple[float, float, float, float]:
-    """(left, bottom, right, top) in CRS units."""
-    return rasterio.transform.array_bounds(self.height, self.width, self.affine)[:4]
 
 
 class GridSpec(NamedTuple):
@@ -194,12 +162,6 @@ def grid_of(scene: SceneRef) -> Grid:
   """The pixel grid a capture's files sit on."""
   return Grid(scene.crs or "", tuple(float(v) for v in scene.transform[:6]), scene.height,
               scene.width)
-
-
-def grid_of_dataset(dataset) -> Grid:
-  """The pixel grid of an open rasterio dataset."""
-  return Grid(dataset.crs.to_wkt() if dataset.crs else "", tuple(dataset.transform)[:6],
-              dataset.height, dataset.width)
 
 
 def parse_grid_option(text: str) -> GridSpec:
@@ -381,9 +343,6 @@ def overlap_fraction(target: Grid, grids: tuple[Grid, ...], side: int = OVERLAP_
 
 # ---------------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=64)
-def _crs(wkt: str) -> CRS | None:
-  return CRS.from_wkt(wkt) if wkt else None
 
 
 def _same_crs(a: str, b: str) -> bool:

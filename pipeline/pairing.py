@@ -13,7 +13,7 @@ from changesweep.pipeline.elements import (CaptureRecord, DeadLetter, FirstCaptu
 from changesweep.pipeline.listing import CaptureFile
 from changesweep.pipeline.metrics import inc_counter
 from changesweep.pipeline.rasters import PixelReadError, RasterError
-from changesweep.transforms.band_grid import BandGrid, BandGridError, finest
+from changesweep.transforms.band_grid import BandGridError, Grid, finest
 from changesweep.transforms.bands import BandError
 
 STAGE = "pairing"
@@ -79,7 +79,7 @@ def _band_grid(files: list[CaptureFile]) -> tuple[object | None, str | None]:
   """
   if any(f.meta.count != 1 for f in files):
     return None, "band files of one capture must be single-band rasters"
-  grids = [BandGrid(f.meta.crs, f.meta.transform, f.meta.height, f.meta.width) for f in files]
+  grids = [Grid(f.meta.crs, f.meta.transform, f.meta.height, f.meta.width) for f in files]
   try:
     return files[finest(grids)].meta, None
   except BandGridError as e:

@@ -8,12 +8,15 @@ reflectance, nearest for masks. So a model sees the same pixels in training and 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import warnings
 from typing import NamedTuple, Sequence
 
 import numpy as np
 import rasterio
+import rasterio.transform
+from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
@@ -29,12 +32,36 @@ class BandGridError(ValueError):
   """The files of one capture cannot be put on one grid."""
 
 
-class BandGrid(NamedTuple):
-  """A file's pixel grid: CRS (WKT, "" without georeference), affine (a..f) and size."""
+class Grid(NamedTuple):
+  """A pixel grid: CRS, affine geotransform and size (one file's, or a pair's).
+
+  Attributes:
+    crs_wkt: the CRS as WKT ("" when not georeferenced).
+    transform: the affine (a, b, c, d, e, f) of the top-left pixel corner.
+    height, width: rows and columns.
+  """
   crs_wkt: str
   transform: tuple[float, ...]
   height: int
   width: int
+
+  @property
+  def affine(self) -> Affine:
+    return Affine(*self.transform[:6])
+
+  @property
+  def crs(self) -> CRS | None:
+    return parse_crs(self.crs_wkt)
+
+  @property
+  def resolution(self) -> float:
+    """Pixel side (square root of the pixel area), in CRS units."""
+    return math.sqrt(self.pixel_area)
+
+  @property
+  def bounds(self) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) in CRS units."""
+    return rasterio.transform.array_bounds(self.height, self.width, self.affine)[:4]
 
   @property
   def pixel_area(self) -> float:
@@ -56,9 +83,14 @@ class BandGrid(NamedTuple):
     return np.stack([a * cols + b * rows + c, d * cols + e * rows + f], axis=1)
 
 
-def grid_of_dataset(dataset) -> BandGrid:
+@functools.lru_cache(maxsize=64)
+def parse_crs(wkt: str) -> CRS | None:
+  return CRS.from_wkt(wkt) if wkt else None
+
+
+def grid_of_dataset(dataset) -> Grid:
   """The grid of an open rasterio dataset."""
-  return BandGrid(dataset.crs.to_wkt() if dataset.crs else "", tuple(dataset.transform)[:6],
+  return Grid(dataset.crs.to_wkt() if dataset.crs else "", tuple(dataset.transform)[:6],
                   dataset.height, dataset.width)
 
 
@@ -70,7 +102,7 @@ def _same_crs(a: str, b: str) -> bool:
   return CRS.from_wkt(a) == CRS.from_wkt(b)
 
 
-def finest(grids: Sequence[BandGrid], max_ratio: float = MAX_RESOLUTION_RATIO) -> int:
+def finest(grids: Sequence[Grid], max_ratio: float = MAX_RESOLUTION_RATIO) -> int:
   """Which of a capture's file grids its bands are read on: the finest (first of equals).
 
   Files may differ in resolution, not in place: same CRS, and every corner within half a
@@ -142,7 +174,7 @@ class CaptureBands(NamedTuple):
   pixels: np.ndarray                     # float32 [H, W, C]
   descriptions: list[str | None]         # per band, None where unset
   driver: str                            # GDAL driver of the first file
-  grid: BandGrid                         # the grid read on
+  grid: Grid                             # the grid read on
   counts: list[int]                      # bands per file
 
 

@@ -5,7 +5,7 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.transform import Affine
 
-from changesweep.transforms.band_grid import (BandGrid, BandGridError, finest,
+from changesweep.transforms.band_grid import (BandGridError, Grid, finest,
                                               read_on_finest_grid)
 from tests.rasters import GRID, UTM, write_raster
 
@@ -14,14 +14,14 @@ CRS_WKT = rasterio.crs.CRS.from_string(UTM).to_wkt()
 
 
 def grid(res, h, w, x0=X0, y0=Y0, crs=CRS_WKT):
-  return BandGrid(crs, (res, 0.0, x0, 0.0, -res, y0), h, w)
+  return Grid(crs, (res, 0.0, x0, 0.0, -res, y0), h, w)
 
 
 @pytest.mark.parametrize("grids,expected", [
     ([grid(10, 40, 40)] * 3, 0),
     ([grid(20, 20, 20), grid(10, 40, 40), grid(60, 7, 7, y0=Y0 - 10)], 1),  # S2 10/20/60 m
     ([grid(10, 40, 40), grid(20, 20, 20, x0=X0 + 9.9)], 0),  # within half a coarse pixel
-    ([BandGrid("", (1, 0, 0, 0, 1, 0), 8, 8)] * 2, 0),  # no georeference, one grid
+    ([Grid("", (1, 0, 0, 0, 1, 0), 8, 8)] * 2, 0),  # no georeference, one grid
 ])
 def test_finest_is_the_finest_grid_of_one_extent(grids, expected):
   assert finest(grids) == expected
@@ -32,7 +32,7 @@ def test_finest_is_the_finest_grid_of_one_extent(grids, expected):
     ([grid(10, 40, 40), grid(20, 10, 20)], "different extents"),
     ([grid(10, 40, 40), grid(10, 40, 40, crs=rasterio.crs.CRS.from_epsg(32632).to_wkt())],
      "different CRSs"),
-    ([BandGrid("", (1, 0, 0, 0, 1, 0), 8, 8), BandGrid("", (1, 0, 0, 0, 1, 0), 4, 4)],
+    ([Grid("", (1, 0, 0, 0, 1, 0), 8, 8), Grid("", (1, 0, 0, 0, 1, 0), 4, 4)],
      "no georeference"),
     ([grid(10, 90, 90), grid(100, 9, 9)], "factor 10.00"),
     ([], "at least one file"),
