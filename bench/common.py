@@ -299,10 +299,15 @@ def busy_processes(threshold: float = 20.0) -> list[str]:
   for p in procs:
     try:
       if p.pid not in mine and p.cpu_percent(None) > threshold:
-        busy.append(" ".join(p.info["cmdline"] or [])[:120])
+        busy.append(scrub_command(p.info["cmdline"] or [])[:120])
     except psutil.Error:
       pass
   return busy
+
+
+def scrub_command(argv: list[str]) -> str:
+  """A command line without this machine's folders (absolute paths reduced to their last part)."""
+  return " ".join(os.path.basename(a.rstrip("/")) if os.path.isabs(a) else a for a in argv)
 
 
 def save(name: str, result: dict, smoke: bool) -> str:

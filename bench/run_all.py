@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     path = os.path.join(common.RESULTS_DIR, f"{name}{'.smoke' if args.smoke else ''}.json")
     if name not in results and os.path.exists(path):
       with open(path) as f:
-        results[name] = {**json.load(f), "from_previous_run": path}
+        results[name] = {**json.load(f), "from_previous_run": os.path.relpath(path, common.ROOT)}
   results["machine_after"] = {"load_avg_1m": round(os.getloadavg()[0], 2),
                               "other_busy_processes": common.busy_processes()}
   path = common.save("all", results, args.smoke)
