@@ -310,6 +310,21 @@ def scrub_command(argv: list[str]) -> str:
   return " ".join(os.path.basename(a.rstrip("/")) if os.path.isabs(a) else a for a in argv)
 
 
+def with_section(text: str, start: str, end: str, body: str, heading: str | None = None) -> str:
+  """`text` with `body` between the `start` and `end` markers (a README's generated table).
+
+  Without the markers the section is appended under `## heading`, or, with no heading,
+  ValueError is raised.
+  """
+  if start not in text or end not in text:
+    if heading is None:
+      raise ValueError(f"no {start} ... {end} markers")
+    text = text.rstrip() + f"\n\n## {heading}\n\n{start}\n{end}\n"
+  head, rest = text.split(start, 1)
+  _, tail = rest.split(end, 1)
+  return f"{head}{start}\n{body}\n{end}{tail}"
+
+
 def save(name: str, result: dict, smoke: bool) -> str:
   """Writes `bench/results/<name>[.smoke].json` and returns its path."""
   os.makedirs(RESULTS_DIR, exist_ok=True)

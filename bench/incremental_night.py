@@ -97,11 +97,7 @@ def table(result: dict) -> str:
 
 
 def readme_with(result: dict, readme: str) -> str:
-  if START not in readme:
-    readme = readme.rstrip() + f"\n\n## Nights read only what is new\n\n{START}\n{END}\n"
-  head, rest = readme.split(START, 1)
-  _, tail = rest.split(END, 1)
-  return f"{head}{START}\n{table(result)}\n{END}{tail}"
+  return common.with_section(readme, START, END, table(result), "Nights read only what is new")
 
 
 def main(argv=None) -> int:

@@ -16,6 +16,9 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from bench import common  # noqa: E402
+
 RESULTS = os.path.join(ROOT, "bench", "results")
 README = os.path.join(ROOT, "bench", "README.md")
 START, END = "<!-- night-cost:start -->", "<!-- night-cost:end -->"
@@ -105,11 +108,7 @@ def main(argv=None) -> int:
   text = table(est)
   with open(README) as f:
     readme = f.read()
-  if START not in readme:
-    readme = readme.rstrip() + f"\n\n## Cost of a night, on paper\n\n{START}\n{END}\n"
-  head, rest = readme.split(START, 1)
-  _, tail = rest.split(END, 1)
-  new = f"{head}{START}\n{text}\n{END}{tail}"
+  new = common.with_section(readme, START, END, text, "Cost of a night, on paper")
   if args.check:
     return 0 if new == readme else 1
   with open(os.path.join(RESULTS, "night_cost.json"), "w") as f:

@@ -14,6 +14,8 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from bench import common  # noqa: E402
 RESULTS = os.path.join(ROOT, "bench", "results")
 README = os.path.join(ROOT, "bench", "README.md")
 START, END = "<!-- figures:start -->", "<!-- figures:end -->"
@@ -84,11 +86,10 @@ def table() -> str:
 
 
 def rewrite(text: str) -> str:
-  if START not in text or END not in text:
-    raise SystemExit(f"{README}: no {START} ... {END} markers")
-  head, rest = text.split(START, 1)
-  _, tail = rest.split(END, 1)
-  return f"{head}{START}\n{table()}\n{END}{tail}"
+  try:
+    return common.with_section(text, START, END, table())
+  except ValueError as e:
+    raise SystemExit(f"{README}: {e}") from None
 
 
 def main(argv=None) -> int:
