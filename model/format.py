@@ -84,6 +84,25 @@ class _ChangeModule(tf.Module):
     self.serving_default = serving_default
 
 
+def _fresh_dir(out_dir: str) -> None:
+  """An empty `out_dir` (a model directory is replaced whole, never merged into)."""
+  if os.path.exists(out_dir):
+    shutil.rmtree(out_dir)
+  os.makedirs(out_dir)
+
+
+def _save(out_dir: str, module, metadata: dict) -> ModelInfo:
+  """Saves the module's two signatures and the metadata, and reads the directory back."""
+  tf.saved_model.save(module, os.path.join(out_dir, SAVED_MODEL_DIR), signatures={
+      "serving_default": module.serving_default,
+      NORMALIZED_SIGNATURE: module.normalized,
+  })
+  with open(os.path.join(out_dir, METADATA_FILE), "w") as f:
+    json.dump(metadata, f, indent=2, sort_keys=True)
+    f.write("\n")
+  return read_model_info(out_dir)
+
+
 def export_model_dir(out_dir: str, network, transform_dir: str, metadata: dict) -> ModelInfo:
   """Writes a complete model directory and returns its validated info.
 
@@ -103,19 +122,10 @@ def export_model_dir(out_dir: str, network, transform_dir: str, metadata: dict) 
     raise ModelDirError(
         f"transform_fn is for {num_bands} bands and {chip_size}px chips, but the metadata says "
         f"{len(metadata['bands'])} bands ({metadata['bands']}) and {metadata['chip_size']}px")
-  if os.path.exists(out_dir):
-    shutil.rmtree(out_dir)
-  os.makedirs(out_dir)
+  _fresh_dir(out_dir)
   shutil.copytree(transform_dir, os.path.join(out_dir, TRANSFORM_DIR))
   module = _ChangeModule(network, os.path.join(out_dir, TRANSFORM_DIR), chip_size, num_bands)
-  tf.saved_model.save(module, os.path.join(out_dir, SAVED_MODEL_DIR), signatures={
-      "serving_default": module.serving_default,
-      NORMALIZED_SIGNATURE: module.normalized,
-  })
-  with open(os.path.join(out_dir, METADATA_FILE), "w") as f:
-    json.dump(metadata, f, indent=2, sort_keys=True)
-    f.write("\n")
-  return read_model_info(out_dir)
+  return _save(out_dir, module, metadata)
 
 
 class _AnyBandModule(tf.Module):
@@ -176,16 +186,7 @@ def export_anyband_model_dir(out_dir: str, network, metadata: dict) -> ModelInfo
               **metadata}
   validate_metadata(metadata, "metadata")
   chip_size, max_bands = metadata["chip_size"], metadata["max_bands"]
-  if os.path.exists(out_dir):
-    shutil.rmtree(out_dir)
-  os.makedirs(out_dir)
+  _fresh_dir(out_dir)
   normalization.write_transform_fn(os.path.join(out_dir, TRANSFORM_DIR), max_bands, chip_size)
   module = _AnyBandModule(network, chip_size, max_bands)
-  tf.saved_model.save(module, os.path.join(out_dir, SAVED_MODEL_DIR), signatures={
-      "serving_default": module.serving_default,
-      NORMALIZED_SIGNATURE: module.normalized,
-  })
-  with open(os.path.join(out_dir, METADATA_FILE), "w") as f:
-    json.dump(metadata, f, indent=2, sort_keys=True)
-    f.write("\n")
-  return read_model_info(out_dir)
+  return _save(out_dir, module, metadata)
