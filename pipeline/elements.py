@@ -216,6 +216,10 @@ class PooledMap(NamedTuple):
     valid: uint32 `[h', w']` valid pixels per cell.
     prob_sum: float64 `[h', w']` sum of the change probabilities (0..1) of valid pixels.
     prob_max: uint8 `[h', w']` maximum quantised probability (0..254) per cell.
+
+  Assembled from chip patches (`pair_summary`), `valid`, `prob_sum` and `prob_max` are exact
+  in every cell with a flagged pixel (all that regions and polygons read) and may be 0 in
+  cells without one.
   """
   factor: int
   height: int

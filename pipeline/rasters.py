@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import contextvars
 import io
 import math
@@ -27,6 +28,20 @@ SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "f
 # shares with its bands and neighbours, a few MB; set before GDAL's first read in the process,
 # and an explicit GDAL_CACHEMAX wins.
 os.environ.setdefault("GDAL_CACHEMAX", "128")  # MB
+
+# glibc serves a large block from mmap (and returns it on free) only above its mmap threshold,
+# and it raises that threshold to the size of each large block freed, up to 32 MB. After the
+# first chip batch is freed, chip-sized arrays (0.3-3 MB) then come from the heap, which
+# fragments and does not shrink: a worker's RSS grew by ~0.5 GB over a 10980^2 pair
+# (bench/memory.py). A fixed threshold keeps them on mmap. The variable reaches worker
+# processes started from here; mallopt sets it for this process. An explicit value wins.
+_MMAP_THRESHOLD = 128 * 1024
+if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+  os.environ["MALLOC_MMAP_THRESHOLD_"] = str(_MMAP_THRESHOLD)
+  try:
+    ctypes.CDLL("libc.so.6").mallopt(-3, _MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD
+  except (OSError, AttributeError):  # not glibc (macOS, musl): their allocators differ
+    pass
 
 
 def _beam_opener(path: str, mode: str = "rb"):

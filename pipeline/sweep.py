@@ -172,12 +172,12 @@ def _score_fixed_bands(cfg: SweepConfig, p, tasks):
            | "ReadChips[Score]" >> beam.ParDo(
                ReadChips(size, mask_values=cfg.masks.values)).with_outputs("failed",
                                                                            main="chips"))
+  batch = capped_batch_size(cfg.batch_size, cfg.max_batch_bytes, size, nbands)
   handler = make_model_handler(
-      cfg.model.saved_model_dir,
-      capped_batch_size(cfg.batch_size, cfg.max_batch_bytes, size, nbands),
-      model_copies=cfg.model_copies, accelerator=cfg.accelerator if cfg.gpu_hints else None,
-      require_gpu=bool(cfg.accelerator))
-  scores, dlq = chips.chips | "ScoreChips" >> ScoreChips(transform_fn, handler, nbands, size)
+      cfg.model.saved_model_dir, batch, model_copies=cfg.model_copies,
+      accelerator=cfg.accelerator if cfg.gpu_hints else None, require_gpu=bool(cfg.accelerator))
+  scores, dlq = chips.chips | "ScoreChips" >> ScoreChips(transform_fn, handler, nbands, size,
+                                                         batch)
   return scores, chips.failed, dlq
 
 

@@ -10,7 +10,7 @@ import pytest
 import rasterio
 from scipy import ndimage
 
-from changesweep.pipeline import aggregate, main as sweep_main, pair_summary
+from changesweep.pipeline import aggregate, main as sweep_main, pair_summary, polygons
 from changesweep.pipeline.elements import PROB_NODATA, PROB_SCALE
 from changesweep.pipeline.sinks import read_jsonl_rows
 from changesweep.transforms.tiling import chip_grid, core_slice
@@ -105,6 +105,30 @@ def test_streaming_aggregation_equals_whole_pair_aggregation(h, w, side):
          for r in regions]
   assert got == reference_regions(prob, valid, 0.5, 20, 4, side) and got
   assert len(merged.chips) == len(chip_grid(h, w, 128, 16))
+
+
+@pytest.mark.parametrize("h,w,side", [(700, 530, 2048), (613, 900, 128)])
+def test_polygons_from_chip_patches_equal_those_of_the_whole_pooled_map(h, w, side):
+  """Patches keep only flagged and rim cells; the polygons (area, mean, max) must not change,
+  also where cells are cut by chip borders (side 128: 8 px cells, 112 px chip cores)."""
+  prob, valid = random_scene(h, w, seed=3)
+  _, _, _, merged = streaming(prob, valid, 128, 16, 0.5, side)
+  factor = max(1, math.ceil(max(h, w) / side))
+  from_patches = polygons.regions_from_pooled(
+      pair_summary.pooled_map(merged, h, w, factor), None, "", max_regions=50, min_pixels=1)
+  whole = polygons.regions_from_pooled(polygons.pool_map(prob, valid, 0.5, factor), None, "",
+                                       max_regions=50, min_pixels=1)
+  assert from_patches == whole and len(whole) > 1
+
+
+def test_a_mostly_unchanged_chip_sends_its_rim_not_its_whole_patch():
+  prob = np.zeros((256, 256), np.uint8)
+  prob[100:110, 100:110] = PROB_SCALE
+  valid = np.ones_like(prob, bool)
+  chip = chip_grid(256, 256, 256, 0)[0]
+  patch, = pair_summary.chip_partial(chip, prob, valid, 2, pair_summary.flag_levels(0.5)).patches
+  assert patch.shape == (128, 128)
+  assert len(patch.cells) == 4 * 127 + 25  # the rim and the 5x5 changed cells
 
 
 def test_a_chip_that_arrives_twice_is_an_error():
