@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import rasterio
+import scipy.stats as st
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
@@ -321,3 +322,13 @@ def test_offset_grid_moves_by_pixels():
   assert grids.offset_grid(g, (2.5, -1.0)).transform == (10.0, 0.0, 125.0, 0.0, -10.0, 510.0)
   assert grids.offset_grid(g, (0.0, 0.0)) is g
   assert math.isclose(g.resolution, 10.0)
+
+
+@pytest.mark.parametrize("values", [
+    [7.0, 3.0, 3.0, 9.0, 3.0, 12000.0],     # digital numbers: ranked by counting
+    [0.25, -1.5, 0.25, 3.75, -1.5, 0.1],    # reflectances: ranked by sorting
+])
+def test_ranks_share_ties_whichever_way_they_are_counted(values):
+  v = np.asarray(values, np.float64)
+  expected = st.rankdata(v, method="average") - 1  # 0-based mean ranks
+  assert np.array_equal(coregistration._mean_ranks(v), expected)
