@@ -63,7 +63,7 @@ class ChangeModel:
 
 
 def infer_chips(model, batch, inference_args=None, model_id=None):
-  """Runs the `normalized` signature on `[S, S, 2C+1]` chips (before, after, valid).
+  """Runs the `normalized` signature on `(before [S, S, C], after [S, S, C], valid [S, S])` chips.
 
   Args:
     model: a `ChangeModel`, or Beam's proxy of one when the model is shared across processes.
@@ -72,11 +72,8 @@ def infer_chips(model, batch, inference_args=None, model_id=None):
     One PredictionResult per chip whose inference is `[S, S, 2]` (probability, validity); the
     example itself is dropped so pixels are not carried further than needed.
   """
-  x = np.stack(batch)
-  bands = (x.shape[-1] - 1) // 2
-  prob = np.asarray(model.score(np.ascontiguousarray(x[..., :bands]),
-                                np.ascontiguousarray(x[..., bands:2 * bands])))
-  valid = x[..., -1]
+  before, after, valid = (np.stack(part) for part in zip(*batch))
+  prob = np.asarray(model.score(before, after))
   out = np.stack([np.clip(prob, 0.0, 1.0) * valid, valid], axis=-1)
   return [PredictionResult(None, o, model_id) for o in out]
 
@@ -138,8 +135,9 @@ def to_record_batch(instances: dict | list[dict]):
 
 
 def to_model_inputs(transformed, num_bands: int, chip_size: int
-                    ) -> list[tuple[ChipKey, np.ndarray]]:
-  """A transformed record batch -> `(ChipKey, [S, S, 2C+1] float32)` per chip."""
+                    ) -> list[tuple[ChipKey, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+  """A transformed record batch -> `(ChipKey, (before, after, valid))` per chip, views of the
+  batch's arrays (`infer_chips` stacks them once; no per-chip copy in between)."""
   batch = transformed[0] if isinstance(transformed, tuple) else transformed
 
   def values(name: str, width: int) -> np.ndarray:
@@ -150,10 +148,8 @@ def to_model_inputs(transformed, num_bands: int, chip_size: int
   keys = batch.column(batch.schema.get_field_index(preprocessing.KEY)).flatten().to_pylist()
   before = values(preprocessing.BEFORE, num_bands)
   after = values(preprocessing.AFTER, num_bands)
-  valid = values(preprocessing.VALID, 1)
-  return [(ChipKey.from_bytes(key),
-           np.concatenate([before[i], after[i], valid[i]], axis=-1))
-          for i, key in enumerate(keys)]
+  valid = values(preprocessing.VALID, 1)[..., 0]
+  return [(ChipKey.from_bytes(key), (before[i], after[i], valid[i])) for i, key in enumerate(keys)]
 
 
 def to_chip_score(keyed: tuple[ChipKey, PredictionResult]) -> tuple[ChipKey, ChipScore]:
@@ -168,8 +164,9 @@ def capped_batch_size(batch_size: int, max_batch_bytes: int | None, chip_size: i
                       num_bands: int) -> int:
   """Largest batch in chips that stays within `max_batch_bytes` of model input (at least 1).
 
-  Chips are fixed-size (`[S, S, 2C+1]` float32), so a byte cap is a chip count. (Beam 2.77's
-  handler accepts `max_batch_weight`, but its BatchElements does not take it.)
+  Chips are fixed-size (before and after `[S, S, C]`, valid `[S, S]`, float32), so a byte cap
+  is a chip count. (Beam 2.77's handler accepts `max_batch_weight`, but its BatchElements does
+  not take it.)
   """
   if not max_batch_bytes:
     return batch_size

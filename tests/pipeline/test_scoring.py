@@ -37,9 +37,10 @@ def tiny_model(tmp_path_factory):
 
 
 def chip(before, after, valid):
-  return np.concatenate([np.full((SIZE, SIZE, BANDS), before, np.float32),
-                         np.full((SIZE, SIZE, BANDS), after, np.float32),
-                         np.full((SIZE, SIZE, 1), valid, np.float32)], axis=-1)
+  """A model input as `to_model_inputs` makes it: (before, after, valid)."""
+  return (np.full((SIZE, SIZE, BANDS), before, np.float32),
+          np.full((SIZE, SIZE, BANDS), after, np.float32),
+          np.full((SIZE, SIZE), valid, np.float32))
 
 
 def test_handler_scores_a_batch_and_zeroes_invalid_pixels(tiny_model):
