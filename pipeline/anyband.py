@@ -26,7 +26,7 @@ from changesweep.pipeline.band_slots import band_stats
 from changesweep.pipeline.chips import ReadChips, chip_key, read_pair_window
 from changesweep.pipeline.elements import Pair, SceneRef
 from changesweep.pipeline.rasters import WindowReader
-from changesweep.pipeline.scoring import SavedModelHandler, to_chip_score
+from changesweep.pipeline.scoring import LazySignature, SavedModelHandler, to_chip_score
 from changesweep.transforms import tiling
 
 _MIN_SCALE = 1e-6
@@ -179,8 +179,8 @@ class AnyBandModel:
   """A loaded any-band SavedModel behind one public method, numpy in and out (see
   `scoring.ChangeModel` for why: Beam's shared-model proxy forwards method calls only)."""
 
-  def __init__(self, saved_model):
-    self._fn = saved_model.signatures["serving_default"]
+  def __init__(self, model_uri: str):
+    self._fn = LazySignature(model_uri, "serving_default")
 
   def score(self, **arrays: np.ndarray) -> np.ndarray:
     import tensorflow as tf
@@ -202,13 +202,11 @@ class AnyBandHandler(SavedModelHandler):
   """Beam's TF handler over an any-band model directory (only loading differs)."""
 
   def load_model(self):
-    import tensorflow as tf
-
     if self._require_gpu:
       from changesweep.pipeline import dataflow
 
       dataflow.require_gpu("RunInference")
-    return AnyBandModel(tf.saved_model.load(self._model_uri))
+    return AnyBandModel(self._model_uri)
 
 
 def make_anyband_handler(saved_model_dir: str, batch_size: int, model_copies: int | None = None,

@@ -32,28 +32,46 @@ class SavedModelHandler(TFModelHandlerNumpy):
     self._require_gpu = require_gpu or bool(accelerator)
 
   def load_model(self):
-    import tensorflow as tf
-
     if self._require_gpu:
       from changesweep.pipeline import dataflow
 
       dataflow.require_gpu("RunInference")
-    return ChangeModel(tf.saved_model.load(self._model_uri))
+    return ChangeModel(self._model_uri)
 
   def get_resource_hints(self) -> dict:
     return {"accelerator": self._accelerator} if self._accelerator else {}
 
 
+class LazySignature:
+  """One signature of a SavedModel, loaded at its first call.
+
+  The default sweep builds a scoring branch per shipped model; a branch that gets no pair then
+  never loads its model (about a second of a short run's start-up per model).
+  """
+
+  def __init__(self, model_uri: str, signature: str):
+    self._uri = model_uri
+    self._signature = signature
+    self._fn = None
+
+  def __call__(self, **inputs):
+    if self._fn is None:
+      import tensorflow as tf
+
+      self._fn = tf.saved_model.load(self._uri).signatures[self._signature]
+    return self._fn(**inputs)
+
+
 class ChangeModel:
-  """A loaded SavedModel behind one public method that takes and returns numpy arrays.
+  """A SavedModel's `normalized` signature behind one public method, numpy in and out.
 
   With `model_copies` or `large_model` Beam serves the model from another process through a
   proxy that forwards public method calls only (no attributes such as `.signatures`), and
   pickles their arguments and results: hence a method, and numpy in and out.
   """
 
-  def __init__(self, saved_model):
-    self._fn = saved_model.signatures[NORMALIZED_SIGNATURE]
+  def __init__(self, model_uri: str):
+    self._fn = LazySignature(model_uri, NORMALIZED_SIGNATURE)
 
   def score(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """`[N, S, S, C]` normalised before/after chips -> `[N, S, S]` change probabilities."""
