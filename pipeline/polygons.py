@@ -126,12 +126,15 @@ def regions_from_pooled(pooled: PooledMap, transform: tuple[float, ...] | None, 
   labels, n = ndimage.label(changed, structure=np.ones((3, 3), bool))
   if n == 0 or max_regions == 0:
     return []
-  flat = labels.ravel()
-  flagged = np.bincount(flat, pooled.flagged.ravel().astype(np.float64), n + 1)[1:]
-  valid = np.bincount(flat, pooled.valid.ravel().astype(np.float64), n + 1)[1:]
-  psum = np.bincount(flat, pooled.prob_sum.ravel(), n + 1)[1:]
-  pmax = ndimage.maximum(np.where(pooled.prob_max == PROB_NODATA, 0, pooled.prob_max), labels,
-                         np.arange(1, n + 1))
+  # Sums and maxima over the labelled cells only (no scene-sized float copies).
+  lab = labels[changed]
+  flagged = np.bincount(lab, pooled.flagged[changed].astype(np.float64), n + 1)[1:]
+  valid = np.bincount(lab, pooled.valid[changed].astype(np.float64), n + 1)[1:]
+  psum = np.bincount(lab, pooled.prob_sum[changed], n + 1)[1:]
+  cell_max = pooled.prob_max[changed]
+  pmax = np.zeros(n + 1, np.uint8)
+  np.maximum.at(pmax, lab, np.where(cell_max == PROB_NODATA, 0, cell_max))
+  pmax = pmax[1:]
   boxes = ndimage.find_objects(labels)
   geo = _Georef(transform, crs_wkt) if crs_wkt else None
   grid = box(0, 0, pooled.width, pooled.height)

@@ -25,9 +25,10 @@ SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "f
 
 # GDAL's block cache defaults to 5% of RAM in every process (1.2 GB of a 24 GB machine, per Beam
 # worker) and fills up with the blocks of chips that are read once. A chip needs the blocks it
-# shares with its bands and neighbours, a few MB; set before GDAL's first read in the process,
-# and an explicit GDAL_CACHEMAX wins.
-os.environ.setdefault("GDAL_CACHEMAX", "128")  # MB
+# shares with its bands and neighbours, a few MB (chips arrive shuffled, so blocks are rarely
+# met twice); a full cache was ~140 MB of a worker's peak at 10980^2 (bench/memory.py). Set
+# before GDAL's first read in the process; an explicit GDAL_CACHEMAX wins.
+os.environ.setdefault("GDAL_CACHEMAX", "64")  # MB
 
 # glibc serves a large block from mmap (and returns it on free) only above its mmap threshold,
 # and it raises that threshold to the size of each large block freed, up to 32 MB. After the
