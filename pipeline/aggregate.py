@@ -156,15 +156,18 @@ class FinishPair(beam.DoFn):
       return
     factor = pair_summary.pool_factor(h, w)
     pooled = pair_summary.pooled_map(partial, h, w, factor)
+    transform = pair.transform if pair.crs else None
+    shapes = polygons.regions_from_pooled(pooled, transform, pair.crs,
+                                          max_regions=self.max_polygons,
+                                          min_pixels=self.min_region_pixels)
+    regions = pair_summary.regions_from_pooled(pooled, transform, self.max_regions,
+                                               self.min_region_pixels)
+    del pooled  # the map is written next; it need not share the worker with the pooled map
     map_uri = None
     if self.output:
       map_uri = change_maps.assemble_map(self.output, pair, self.chip_size, self.overlap)
       inc_counter(STAGE, "maps_written")
     inc_counter(STAGE, "pairs_scored")
-    transform = pair.transform if pair.crs else None
-    shapes = polygons.regions_from_pooled(pooled, transform, pair.crs,
-                                          max_regions=self.max_polygons,
-                                          min_pixels=self.min_region_pixels)
     row = {
         "pair_id": pair_id, "location": pair.location,
         "capture_date": pair.after.captured_at[:10],
@@ -173,8 +176,7 @@ class FinishPair(beam.DoFn):
         "before_uri": pair.before.uri, "after_uri": pair.after.uri,
         "height": h, "width": w, "crs": crs_name(pair.crs),
         **summary, "threshold": self.threshold, "num_chips": planned,
-        "regions": pair_summary.regions_from_pooled(pooled, transform, self.max_regions,
-                                                    self.min_region_pixels),
+        "regions": regions,
         "geometry": polygons.union_wkt(shapes), "change_map_uri": map_uri,
         **coregistration.pair_row_fields(pair), **self.run}
     yield row
