@@ -43,7 +43,7 @@ from changesweep.model.scene_eval import (  # noqa: F401  (re-exported)
 # ----------------------------------------------------------------------------- any-band models
 
 DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shipped",
-                             "changesweep-anyband-s2-v2")
+                             "changesweep-anyband-s2-v3")
 NUISANCES = ("brightness", "gamma", "noise", "shift", "haze")
 
 

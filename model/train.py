@@ -339,7 +339,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--paste_prob", type=float, default=0.1,
                       help="probability of a synthetic pasted change per training chip")
   parser.add_argument("--model_id", default=None,
-                      help=f"default {DEFAULT_MODEL_ID} (any mode: changesweep-anyband-s2-v1)")
+                      help=f"default {DEFAULT_MODEL_ID} (any mode: "
+                           "changesweep-anyband-s2-v3)")
   parser.add_argument("--version", default="1")
   parser.add_argument("--time_budget_min", type=float, default=None,
                       help="stop at the first epoch end after this many minutes")

@@ -30,7 +30,7 @@ import numpy as np
 from changesweep.model import anyband
 from changesweep.transforms import normalization as norm
 
-DEFAULT_ANY_MODEL_ID = "changesweep-anyband-s2-v1"
+DEFAULT_ANY_MODEL_ID = "changesweep-anyband-s2-v3"
 CHECKPOINT_FILE = "checkpoint.weights.h5"
 THRESHOLDS = np.round(np.arange(0.02, 0.99, 0.01), 2)
 
