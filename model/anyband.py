@@ -178,8 +178,13 @@ def fixed_band_set(channels: Sequence[str], unknown: bool = False) -> BandSet:
 # B02/B03/B04/B08, all 13 (the rest: a random subset). "default" is v1/v2's (module docstring);
 # "single" gives one-band captures (an optical band, an index, SAR) 55% of the batches instead
 # of 38%, since an unnamed index archive is the furthest from its target.
+# "multispectral": optical band sets of at least 4 bands only (B02/B03/B04/B08, all 13, or a
+# random subset of 4 or more), for a model specialised on multispectral captures.
 BAND_MIXES = {"default": (0.15, 0.30, 0.38, 0.49, 0.63, 0.77),
-              "single": (0.20, 0.45, 0.55, 0.63, 0.74, 0.85)}
+              "single": (0.20, 0.45, 0.55, 0.63, 0.74, 0.85),
+              "multispectral": (0.0, 0.0, 0.0, 0.0, 0.35, 0.70)}
+# Fewest bands of a random subset per mix (default 2).
+MIX_MIN_SUBSET = {"multispectral": 4}
 
 
 def draw_band_set(rng: np.random.Generator, mix: str = "default") -> BandSet:
@@ -205,7 +210,7 @@ def draw_band_set(rng: np.random.Generator, mix: str = "default") -> BandSet:
   elif u < all13:
     chans = S2_BANDS
   else:
-    k = int(rng.integers(2, len(S2_BANDS)))
+    k = int(rng.integers(MIX_MIN_SUBSET.get(mix, 2), len(S2_BANDS)))
     chans = tuple(S2_BANDS[i] for i in sorted(rng.choice(len(S2_BANDS), k, replace=False)))
     if rng.random() < 0.2:
       chans = chans + (INDEX_NAMES[int(rng.integers(3))],)

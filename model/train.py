@@ -306,7 +306,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                            "robust statistics (capture_robust)")
   parser.add_argument("--band_mix", default="default", choices=tuple(anyband.BAND_MIXES),
                       help="any mode: shares of the band-set kinds drawn per batch (default: "
-                           "v1/v2's; single: more one-band captures)")
+                           "v1/v2's; single: more one-band captures; multispectral: optical sets "
+                           "of >= 4 bands only)")
   parser.add_argument("--validate_from", type=int, default=None,
                       help="any mode: first epoch validated (default: the last three)")
   parser.add_argument("--init_from", default=None,

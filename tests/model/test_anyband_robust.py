@@ -103,3 +103,11 @@ def test_evaluate_nuisance_statistics_follow_the_mode(monkeypatch):
   np.testing.assert_allclose(robust[0], norm.capture_stats(x, codes)[0], rtol=1e-6)
   np.testing.assert_allclose(mean_std[0], norm.capture_mean_std(x)[0], rtol=1e-6)
   assert abs(float(robust[0][0]) - float(mean_std[0][0])) > 0.05
+
+
+def test_multispectral_mix_draws_optical_sets_of_four_or_more_bands():
+  rng = np.random.default_rng(0)
+  sets = [anyband.draw_band_set(rng, "multispectral") for _ in range(500)]
+  optical = [c for b in sets for c in b.codes if c > 0]
+  assert min(sum(c > 0 for c in b.codes) for b in sets) >= 4 and optical
+  assert all(c > 0 or c == norm.CODE_INDEX for b in sets for c in b.codes)
