@@ -174,29 +174,43 @@ def fixed_band_set(channels: Sequence[str], unknown: bool = False) -> BandSet:
   return BandSet(tuple(channels), codes)
 
 
-def draw_band_set(rng: np.random.Generator) -> BandSet:
-  """One random band set (see module docstring for the mix)."""
+# Cumulative shares of the band-set kinds per mix: one optical band, an index, SAR-like, RGB,
+# B02/B03/B04/B08, all 13 (the rest: a random subset). "default" is v1/v2's (module docstring);
+# "single" gives one-band captures (an optical band, an index, SAR) 55% of the batches instead
+# of 38%, since an unnamed index archive is the furthest from its target.
+# "multispectral": optical band sets of at least 4 bands only (B02/B03/B04/B08, all 13, or a
+# random subset of 4 or more), for a model specialised on multispectral captures.
+BAND_MIXES = {"default": (0.15, 0.30, 0.38, 0.49, 0.63, 0.77),
+              "single": (0.20, 0.45, 0.55, 0.63, 0.74, 0.85),
+              "multispectral": (0.0, 0.0, 0.0, 0.0, 0.35, 0.70)}
+# Fewest bands of a random subset per mix (default 2).
+MIX_MIN_SUBSET = {"multispectral": 4}
+
+
+def draw_band_set(rng: np.random.Generator, mix: str = "default") -> BandSet:
+  """One random band set of the `mix` (a key of `BAND_MIXES`; see module docstring)."""
+  one, index, sar, rgb, four, all13 = BAND_MIXES[mix]
   u = rng.random()
-  if u < 0.15:  # one optical band, sometimes of unknown identity
+  if u < one:  # one optical band, sometimes of unknown identity
     band = S2_BANDS[int(rng.integers(len(S2_BANDS)))]
     code = norm.CODE_UNKNOWN if rng.random() < 0.3 else channel_code(band)
     return BandSet((band,), (code,))
-  if u < 0.30:  # an index; unnamed in many archives, so often of unknown identity
+  if u < index:  # an index; unnamed in many archives, so often of unknown identity
     name = INDEX_NAMES[int(rng.choice(3, p=[0.6, 0.2, 0.2]))]
     code = norm.CODE_UNKNOWN if rng.random() < 0.4 else norm.CODE_INDEX
     return BandSet((name,), (code,))
-  if u < 0.38:  # SAR-like, one or two polarisations (one unnamed band: unknown identity)
+  if u < sar:  # SAR-like, one or two polarisations (one unnamed band: unknown identity)
     chans = ("SAR_VV",) if rng.random() < 0.5 else ("SAR_VV", "SAR_VH")
     code = norm.CODE_UNKNOWN if len(chans) == 1 and rng.random() < 0.2 else norm.CODE_SAR
     return BandSet(chans, (code,) * len(chans), sar_db=bool(rng.random() < 0.5))
-  if u < 0.49:
+  if u < rgb:
     chans = ("B04", "B03", "B02")
-  elif u < 0.63:
+  elif u < four:
     chans = ("B02", "B03", "B04", "B08")
-  elif u < 0.77:
+  elif u < all13:
     chans = S2_BANDS
   else:
-    k = int(rng.integers(2, len(S2_BANDS)))
+    k = int(rng.integers(MIX_MIN_SUBSET.get(mix, 2), len(S2_BANDS)))
     chans = tuple(S2_BANDS[i] for i in sorted(rng.choice(len(S2_BANDS), k, replace=False)))
     if rng.random() < 0.2:
       chans = chans + (INDEX_NAMES[int(rng.integers(3))],)
@@ -248,8 +262,9 @@ def capture_view(raw_chip: np.ndarray, sample: np.ndarray, band_set: BandSet, mo
     raw_chip: `[s, s, 13]` raw DNs (after any raw nuisance).
     sample: `[N, 13]` the capture's statistics sample (after the same nuisance).
     band_set: The bands to produce.
-    mode: "capture_robust", "archive" or "archive_optical" (archive statistics for optical
-      bands, the capture's own mean/std for indices and unknown bands).
+    mode: "capture_robust", "archive", "archive_optical" (archive statistics for optical
+      bands, the capture's own mean/std for indices and unknown bands) or
+      "archive_optical_robust" (the same with the capture's median/MAD).
     archive: `(mean [16], std [16])` for the archive modes.
     rng: Random source (speckle).
     looks: Looks of the simulated SAR speckle.
@@ -273,9 +288,9 @@ def capture_view(raw_chip: np.ndarray, sample: np.ndarray, band_set: BandSet, mo
   x = add_indices(raw_chip)[..., idx]
   if mode == "archive":
     center, scale = archive[0][idx], archive[1][idx]
-  elif mode == "archive_optical":
-    center, scale = norm.optical_mix(band_set.codes, (archive[0][idx], archive[1][idx]),
-                                     norm.capture_mean_std(add_indices(sample)[:, idx]))
+  elif mode in norm.OPTICAL_ONLY_MODES:
+    center, scale = norm.mixed_stats(mode, band_set.codes, (archive[0][idx], archive[1][idx]),
+                                     add_indices(sample)[:, idx])
   else:
     center, scale = norm.capture_stats(add_indices(sample)[:, idx], band_set.codes)
   return norm.normalize_np(x, center, scale, band_set.codes)
@@ -289,7 +304,7 @@ class AnyBandSampler:
     cities: Training parts.
     size: Chip side.
     seed: Random seed (every draw comes from it).
-    mode: Normalisation, "capture_robust", "archive" or "archive_optical".
+    mode: Normalisation, one of `normalization.NORMALIZATIONS`.
     archive: Archive statistics for the "archive" mode.
     positive_fraction: Share of chips centred on a change pixel.
     nuisance_prob: Probability that each capture receives a nuisance.
@@ -298,6 +313,7 @@ class AnyBandSampler:
     pad_prob: Probability that a batch gets empty slots between its bands.
     dn_noise: Largest sigma (DNs) of Gaussian noise added to the raw DNs of half the captures
       that get a nuisance (0: none, as for the v1 model).
+    band_mix: Shares of the band-set kinds (a key of `BAND_MIXES`).
   """
   cities: Sequence[City]
   size: int = 96
@@ -310,8 +326,11 @@ class AnyBandSampler:
   identity_prob: float = 0.05
   pad_prob: float = 0.15
   dn_noise: float = 0.0
+  band_mix: str = "default"
 
   def __post_init__(self):
+    if self.band_mix not in BAND_MIXES:
+      raise ValueError(f"band_mix {self.band_mix!r} is not one of {tuple(BAND_MIXES)}")
     self.rng = np.random.default_rng(self.seed)
     w = np.array([max(c.label.shape[0] - self.size, 1) * max(c.label.shape[1] - self.size, 1)
                   for c in self.cities], np.float64)
@@ -378,7 +397,7 @@ class AnyBandSampler:
   def batch(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """`(before [n,s,s,K], after, band_code [n,K], label [n,s,s])` of one random band set,
     its bands in random order, sometimes with empty slots."""
-    band_set = draw_band_set(self.rng)
+    band_set = draw_band_set(self.rng, self.band_mix)
     chips = [self.chip(band_set) for _ in range(n)]
     b = np.stack([c[0] for c in chips])
     a = np.stack([c[1] for c in chips])

@@ -32,8 +32,10 @@ import time
 
 import numpy as np
 
+from changesweep.model import anyband
 from changesweep.model import data as pair_data
 from changesweep.model import metrics as pair_metrics
+from changesweep.transforms import normalization as norm
 
 EPILOG = """examples:
   # the shipped default model (see model/README.md for time taken)
@@ -296,12 +298,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--s2_root", default=None,
                       help="any mode: folder of OSCD train cities with imgs_1/, imgs_2/ "
                            "(B01.tif .. B12.tif, B8A.tif) and cm.tif")
-  parser.add_argument("--normalization", default="archive",
-                      choices=("capture_robust", "archive", "archive_optical"),
+  parser.add_argument("--normalization", default="archive", choices=norm.NORMALIZATIONS,
                       help="any mode: archive z-scores (default), archive z-scores for optical "
-                           "bands and each capture's own for indices and unnamed bands "
-                           "(archive_optical; the shipped v2, see model/README.md), or "
-                           "per-capture robust statistics")
+                           "bands and each capture's own mean/std for indices and unnamed bands "
+                           "(archive_optical; v2, see model/README.md), the same with each "
+                           "capture's median/MAD (archive_optical_robust), or per-capture "
+                           "robust statistics (capture_robust)")
+  parser.add_argument("--band_mix", default="default", choices=tuple(anyband.BAND_MIXES),
+                      help="any mode: shares of the band-set kinds drawn per batch (default: "
+                           "v1/v2's; single: more one-band captures; multispectral: optical sets "
+                           "of >= 4 bands only)")
   parser.add_argument("--validate_from", type=int, default=None,
                       help="any mode: first epoch validated (default: the last three)")
   parser.add_argument("--init_from", default=None,
@@ -334,7 +340,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--paste_prob", type=float, default=0.1,
                       help="probability of a synthetic pasted change per training chip")
   parser.add_argument("--model_id", default=None,
-                      help=f"default {DEFAULT_MODEL_ID} (any mode: changesweep-anyband-s2-v1)")
+                      help=f"default {DEFAULT_MODEL_ID} (any mode: "
+                           "changesweep-anyband-s2-v3)")
   parser.add_argument("--version", default="1")
   parser.add_argument("--time_budget_min", type=float, default=None,
                       help="stop at the first epoch end after this many minutes")
@@ -368,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
                   model_id=args.model_id or DEFAULT_ANY_MODEL_ID, version=args.version,
                   time_budget_min=args.time_budget_min, paste_prob=args.paste_prob,
                   export=not args.no_export, validate_from=args.validate_from,
-                  init_from=args.init_from, dn_noise=args.dn_noise, command=command)
+                  init_from=args.init_from, dn_noise=args.dn_noise,
+                  band_mix=args.band_mix, command=command)
     return 0
   train(args.pairs, args.out, data_root=args.data_root, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,

@@ -30,7 +30,7 @@ import numpy as np
 from changesweep.model import anyband
 from changesweep.transforms import normalization as norm
 
-DEFAULT_ANY_MODEL_ID = "changesweep-anyband-s2-v1"
+DEFAULT_ANY_MODEL_ID = "changesweep-anyband-s2-v3"
 CHECKPOINT_FILE = "checkpoint.weights.h5"
 THRESHOLDS = np.round(np.arange(0.02, 0.99, 0.01), 2)
 
@@ -117,7 +117,7 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
                   paste_prob: float = 0.1, cities: list[str] | None = None,
                   export: bool = True, validate_from: int | None = None,
                   init_from: str | None = None, dn_noise: float = 0.0,
-                  command: str | None = None,
+                  band_mix: str = "default", command: str | None = None,
                   log=print) -> dict:
   """Trains the any-band model and exports its directory; returns the metadata.
 
@@ -134,8 +134,9 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
     widths: Encoder widths per scale.
     learning_rate: Peak learning rate.
     normalization: "archive" (per-channel mean/std over the training parts), "archive_optical"
-      (that for optical bands, each capture's own mean/std for indices and unknown bands) or
-      "capture_robust" (each capture's median/MAD).
+      (that for optical bands, each capture's own mean/std for indices and unknown bands),
+      "archive_optical_robust" (the same with each capture's median/MAD) or "capture_robust"
+      (each capture's median/MAD).
     model_id: Model id written into the metadata.
     version: Model version.
     time_budget_min: Stop at the first epoch end after this many minutes of training.
@@ -146,6 +147,7 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
     init_from: Fine-tune: start from these weights (a `.weights.h5` file, or a model
       directory holding `checkpoint.weights.h5`) instead of a fresh initialisation.
     dn_noise: Largest sigma in DNs of the raw-DN noise nuisance (`AnyBandSampler.dn_noise`).
+    band_mix: Shares of the band-set kinds (`anyband.BAND_MIXES`).
     command: The command line, recorded in the metadata.
     log: Progress printer.
   """
@@ -187,7 +189,7 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
   optimizer = keras.optimizers.AdamW(schedule, weight_decay=1e-4)
   sampler = anyband.AnyBandSampler(train_parts, size=train_chip, seed=seed, mode=normalization,
                                    archive=archive, paste_prob=paste_prob,
-                                   dn_noise=dn_noise)
+                                   dn_noise=dn_noise, band_mix=band_mix)
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32)] * 2 +
                [tf.TensorSpec([None, None], tf.float32),
@@ -264,7 +266,7 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
           "epochs_run": len(history), "epochs": epochs, "steps_per_epoch": steps_per_epoch,
           "batch_size": batch_size, "train_chip": train_chip, "val_fraction": val_fraction,
           "learning_rate": learning_rate, "widths": list(widths), "parameters": params,
-          "init_from": init_from, "dn_noise": dn_noise,
+          "init_from": init_from, "dn_noise": dn_noise, "band_mix": band_mix,
           "macs_per_pair": {str(k): v for k, v in macs.items()},
           "train_seconds": round(train_seconds, 1), "total_seconds": None,
           "stopped_by_time_budget": stopped_early, "best_epoch": best["epoch"],

@@ -10,6 +10,10 @@ sweep passes in. So no tf.Transform pass runs in the graph and each chip is read
   capture's decimated overview (`BandStatistics`, a side input);
 - `capture` statistics: each capture's own.
 
+A model normalised "archive_optical" or "archive_optical_robust" pools only its optical bands;
+its other slots (index, SAR, unnamed) take the capture's own mean/std, or with
+"archive_optical_robust" its median and 1.4826 * MAD (`robust`), from the same read.
+
 `slots_for_pair` (pure) decides which bands of the two captures fill which slot: the band
 identities both captures have, in the later capture's order.
 """
@@ -22,7 +26,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 
-from changesweep.pipeline.band_slots import band_stats
+from changesweep.pipeline.band_slots import band_robust_stats, band_stats
 from changesweep.pipeline.chips import ReadChips, chip_key, read_pair_window
 from changesweep.pipeline.elements import Pair, SceneRef
 from changesweep.pipeline.rasters import WindowReader
@@ -38,8 +42,9 @@ def capture_band_stats(pair: Pair, optical_only: bool = False
                        ) -> list[tuple[tuple[str, str], tuple[float, float, float]]]:
   """`((capture uri, band name), (weight, mean, std))` of each slot of both captures.
 
-  With `optical_only` (models normalised "archive_optical") only optical bands (code > 0) are
-  pooled; indices, SAR and unnamed bands then keep their capture's own statistics.
+  With `optical_only` (models normalised "archive_optical" or "archive_optical_robust") only
+  optical bands (code > 0) are pooled; indices, SAR and unnamed bands then keep their capture's
+  own statistics.
   """
   out = []
   codes = tuple(pair.band_codes) + (0.0,) * (len(pair.band_names) - len(pair.band_codes))
@@ -106,16 +111,35 @@ class BandStatistics(beam.PTransform):
             | "Pool" >> beam.CombineGlobally(PoolStatsFn()))
 
 
+def uses_robust_capture_stats(normalization: str | None) -> bool:
+  """Whether a model's slots without archive statistics take the capture's median/MAD."""
+  from changesweep.transforms.normalization import ARCHIVE_OPTICAL_ROBUST
+  return normalization == ARCHIVE_OPTICAL_ROBUST
+
+
+def pools_optical_only(normalization: str | None) -> bool:
+  """Whether a model's archive statistics pool only its optical bands."""
+  from changesweep.transforms.normalization import OPTICAL_ONLY_MODES
+  return normalization in OPTICAL_ONLY_MODES
+
+
+def own_stats(scene: SceneRef, position, robust: bool = False) -> tuple[float, float] | None:
+  """A capture's own centre and scale of one band: median/MAD with `robust` where measured
+  (a capture from an older incremental state has none: then its mean/std), else mean/std."""
+  return (robust and band_robust_stats(scene, position)) or band_stats(scene, position)
+
+
 def slot_stats(pair: Pair, scene: SceneRef, positions: tuple[int, ...], archive: dict | None,
-               max_bands: int) -> tuple[np.ndarray, np.ndarray]:
-  """Centre and scale of each slot: pooled over the archive, else the capture's own."""
+               max_bands: int, robust: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  """Centre and scale of each slot: pooled over the archive, else the capture's own
+  (`own_stats`: with `robust`, its median and 1.4826 * MAD)."""
   center = np.zeros(max_bands, np.float32)
   scale = np.ones(max_bands, np.float32)
   for k, (name, p) in enumerate(zip(pair.band_names, positions)):
     if archive is not None and name in archive:
       c, s = archive[name]
     else:
-      c, s = band_stats(scene, p) or (0.0, 1.0)
+      c, s = own_stats(scene, p, robust) or (0.0, 1.0)
     center[k] = c if math.isfinite(c) else 0.0
     scale[k] = s if math.isfinite(s) and s > _MIN_SCALE else 1.0
   return center, scale
@@ -143,13 +167,13 @@ def _slots(array: np.ndarray, size: int, max_bands: int) -> np.ndarray:
 
 def read_anyband_chip(reader: WindowReader, pair: Pair, chip: tiling.Chip, size: int,
                       max_bands: int, archive: dict | None,
-                      mask_values: tuple[int, ...] = ()) -> AnyBandChip:
+                      mask_values: tuple[int, ...] = (), robust: bool = False) -> AnyBandChip:
   before, after, valid = read_pair_window(reader, pair, chip, mask_values)
   b, a = pair.before, pair.after
   codes = np.zeros(max_bands, np.float32)
   codes[:len(pair.band_codes)] = pair.band_codes
-  bc, bs = slot_stats(pair, b, pair.before_bands, archive, max_bands)
-  ac, as_ = slot_stats(pair, a, pair.after_bands, archive, max_bands)
+  bc, bs = slot_stats(pair, b, pair.before_bands, archive, max_bands, robust)
+  ac, as_ = slot_stats(pair, a, pair.after_bands, archive, max_bands, robust)
   return AnyBandChip(
       _slots(before, size, max_bands), _slots(after, size, max_bands),
       tiling.pad_chip(valid.astype(np.float32), size), codes, bc, bs, ac, as_)
@@ -158,16 +182,19 @@ def read_anyband_chip(reader: WindowReader, pair: Pair, chip: tiling.Chip, size:
 class ReadAnyBandChips(ReadChips):
   """`(Pair, Chip)` -> `(ChipKey, AnyBandChip)`; failures -> tagged `ChipFailure`.
 
-  The archive statistics come as the side input `archive` (None: each capture's own).
+  The archive statistics come as the side input `archive` (None: each capture's own; with
+  `robust`, its median/MAD).
   """
 
-  def __init__(self, chip_size: int, max_bands: int, mask_values: tuple[int, ...] = ()):
+  def __init__(self, chip_size: int, max_bands: int, mask_values: tuple[int, ...] = (),
+               robust: bool = False):
     super().__init__(chip_size, mask_values=mask_values)
     self.max_bands = max_bands
+    self.robust = robust
 
   def read(self, pair: Pair, chip: tiling.Chip, archive: dict | None = None):
     return read_anyband_chip(self.reader, pair, chip, self.chip_size, self.max_bands, archive,
-                             self.mask_values)
+                             self.mask_values, self.robust)
 
   def emit(self, pair: Pair, chip: tiling.Chip, example):
     return chip_key(pair, chip.index), example
@@ -223,21 +250,24 @@ class ScoreAnyBandChips(beam.PTransform):
     handler: from `make_anyband_handler`.
     chip_size, max_bands: the model's.
     archive: the `BandStatistics` singleton, or None for each capture's own statistics.
+    robust: a slot without archive statistics takes its capture's median/MAD (models
+      normalised "archive_optical_robust"), else its mean/std.
   """
 
   def __init__(self, handler, chip_size: int, max_bands: int, archive: Any = None,
-               mask_values: tuple[int, ...] = ()):
+               mask_values: tuple[int, ...] = (), robust: bool = False):
     super().__init__()
     self.handler = handler
     self.chip_size = chip_size
     self.max_bands = max_bands
     self.archive = archive
     self.mask_values = mask_values
+    self.robust = robust
 
   def expand(self, tasks):
     side = {} if self.archive is None else {"archive": beam.pvalue.AsSingleton(self.archive)}
     chips = tasks | "ReadChips" >> beam.ParDo(
-        ReadAnyBandChips(self.chip_size, self.max_bands, self.mask_values), **side
+        ReadAnyBandChips(self.chip_size, self.max_bands, self.mask_values, self.robust), **side
     ).with_outputs("failed", main="chips")
     results, dlq = (chips.chips
                     | "RunInference" >> RunInference(self.handler).with_exception_handling())

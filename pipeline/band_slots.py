@@ -64,21 +64,32 @@ def with_derived_stats(scene: SceneRef, positions, mask_values: tuple[int, ...] 
     RasterError, PixelReadError: a source band could not be read.
   """
   derived = [p for p in positions if isinstance(p, band_ids.Derived)]
-  have = {d for d, _, _ in scene.derived_stats}
+  have = {d[0] for d in scene.derived_stats}
   todo = [d for d in dict.fromkeys(derived) if d not in have]
   if not todo or not scene.band_means:
     return scene
-  stats = tuple((d, *usability.derived_stats(scene, d, mask_values)) for d in todo)
+  stats = tuple((d, *usability.derived_band_stats(scene, d, mask_values)) for d in todo)
   return scene._replace(derived_stats=scene.derived_stats + stats)
 
 
 def band_stats(scene: SceneRef, position: Position) -> tuple[float, float] | None:
   """Mean and spread of one band of a capture (real or derived), or None where not measured."""
   if isinstance(position, band_ids.Derived):
-    return next(((m, s) for d, m, s in scene.derived_stats if d == position), None)
+    return next((tuple(d[1:3]) for d in scene.derived_stats if d[0] == position), None)
   if not scene.band_means:
     return None
   return scene.band_means[position], scene.band_stds[position]
+
+
+def band_robust_stats(scene: SceneRef, position: Position) -> tuple[float, float] | None:
+  """Median and 1.4826 * MAD of one band of a capture (real or derived), or None where not
+  measured (e.g. a capture from an older incremental state)."""
+  if isinstance(position, band_ids.Derived):
+    return next((tuple(d[3:5]) for d in scene.derived_stats
+                 if d[0] == position and len(d) >= 5), None)
+  if not scene.band_medians:
+    return None
+  return scene.band_medians[position], scene.band_mads[position]
 
 
 class Slots(NamedTuple):

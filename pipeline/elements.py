@@ -33,8 +33,11 @@ class SceneRef(NamedTuple):
     band_means, band_stds: statistics of the valid pixels, per band (empty where not measured).
     mask_uri: a sidecar mask file on the same grid, or None.
     mask_band: the 0-based band that flags bad pixels, or None.
-    derived_stats: `(transforms.bands.Derived, mean, std)` of each derived band (NDVI ...) the
-      model reads from this capture, from the same decimated read (empty where none).
+    derived_stats: `(transforms.bands.Derived, mean, std, median, mad)` of each derived band
+      (NDVI ...) the model reads from this capture, from the same decimated read (empty where
+      none).
+    band_medians, band_mads: robust statistics of the valid pixels, per band: the median and
+      1.4826 * MAD (`usability.robust_stats`); empty where not measured.
   """
   location: str
   captured_at: str
@@ -53,6 +56,8 @@ class SceneRef(NamedTuple):
   mask_uri: str | None = None
   mask_band: int | None = None
   derived_stats: tuple = ()
+  band_medians: tuple[float, ...] = ()
+  band_mads: tuple[float, ...] = ()
 
   @property
   def uri(self) -> str:

@@ -22,7 +22,9 @@ from apache_beam.io.filesystems import FileSystems
 from changesweep.pipeline import rasters, usability
 
 # Bump when what listing computes for a file changes (a new field, another statistic).
-VERSION = 1
+# 2: the statistics also hold each band's median and 1.4826 * MAD (records of version 1 lack
+# them: their fingerprint differs, so the file is read again; `decode` still reads them).
+VERSION = 2
 
 
 def fingerprint(masks: usability.MaskSpec) -> str:
@@ -53,7 +55,8 @@ def encode(entry, spec: str) -> dict:
           "meta": [m.height, m.width, m.count, m.dtype, m.crs, list(m.transform), m.nodata,
                    list(m.descriptions)],
           "stats": None if s is None else [s.usable_fraction, _floats(s.band_means),
-                                           _floats(s.band_stds)],
+                                           _floats(s.band_stds), _floats(s.band_medians),
+                                           _floats(s.band_mads)],
           "mask_band": entry.mask_band, "mask_uri": entry.mask_uri,
           "mask_identity": list(entry.mask_identity) if entry.mask_identity else None}
 
@@ -68,8 +71,7 @@ def decode(row: dict) -> dict:
                                    None if nodata is None else float(nodata),
                                    tuple(descriptions)),
           "stats": None if stats is None else usability.FileStats(
-              float(stats[0]), tuple(_nan(v) for v in stats[1]),
-              tuple(_nan(v) for v in stats[2])),
+              float(stats[0]), *(tuple(_nan(v) for v in values) for values in stats[1:5])),
           "mask_band": row.get("mask_band"), "mask_uri": row.get("mask_uri"),
           "mask_identity": tuple(row["mask_identity"]) if row.get("mask_identity") else None}
 

@@ -10,7 +10,7 @@ SHIPPED = os.path.join(REPO_ROOT, "model", "shipped")
 # Without --model, each pair gets the first of DEFAULT_FIXED_MODELS that reads every band both
 # captures have (3-band red/green/blue: the RGB model scores them better, see README "Models"),
 # else the any-band model (Sentinel-2 with NIR/SWIR, indices, SAR, unnamed single bands).
-DEFAULT_MODEL = os.path.join(SHIPPED, "changesweep-anyband-s2-v2")
+DEFAULT_MODEL = os.path.join(SHIPPED, "changesweep-anyband-s2-v3")
 DEFAULT_FIXED_MODELS = (os.path.join(SHIPPED, "changesweep-siamdiff-oscd-rgb-v1"),)
 
 

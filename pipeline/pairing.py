@@ -90,9 +90,13 @@ def _stats_fields(files: list[CaptureFile]) -> dict:
   """Usability of a capture from its files' statistics (the least usable file decides)."""
   if any(f.stats is None for f in files):
     return {"mask_uri": files[0].mask_uri, "mask_band": files[0].mask_band}
+  robust = all(len(f.stats.band_medians) == len(f.stats.band_means) for f in files)
   return {"usable_fraction": min(f.stats.usable_fraction for f in files),
           "band_means": tuple(v for f in files for v in f.stats.band_means),
           "band_stds": tuple(v for f in files for v in f.stats.band_stds),
+          # robust statistics only where every file has them (not from an older state)
+          "band_medians": tuple(v for f in files for v in f.stats.band_medians) if robust else (),
+          "band_mads": tuple(v for f in files for v in f.stats.band_mads) if robust else (),
           "mask_uri": files[0].mask_uri, "mask_band": files[0].mask_band}
 
 

@@ -186,14 +186,16 @@ def _score_any_band(cfg: SweepConfig, pairs, tasks):
   capture's own), normalisation inside the model's signature."""
   from changesweep.pipeline import anyband
 
-  optical_only = cfg.model.raw.get("normalization") == "archive_optical"
-  archive = (pairs | "BandStatistics" >> anyband.BandStatistics(optical_only)
+  normalization = cfg.model.raw.get("normalization")
+  archive = (pairs | "BandStatistics" >> anyband.BandStatistics(
+      anyband.pools_optical_only(normalization))
              if cfg.statistics in ("archive", "model") else None)
   handler = anyband.make_anyband_handler(
       cfg.model.saved_model_dir, cfg.batch_size, model_copies=cfg.model_copies,
       accelerator=cfg.accelerator if cfg.gpu_hints else None, require_gpu=bool(cfg.accelerator))
   return tasks | "ScoreAnyBandChips" >> anyband.ScoreAnyBandChips(
-      handler, cfg.chip_size, cfg.max_bands, archive, cfg.masks.values)
+      handler, cfg.chip_size, cfg.max_bands, archive, cfg.masks.values,
+      robust=anyband.uses_robust_capture_stats(normalization))
 
 
 def has_only(ids: list, positions: list[int]) -> bool:

@@ -17,10 +17,37 @@ STATS_SIDE = 256
 
 
 class FileStats(NamedTuple):
-  """Valid share and per-band statistics of one file's valid pixels (all its bands)."""
+  """Valid share and per-band statistics of one file's valid pixels (all its bands).
+
+  `band_medians` and `band_mads` (the median and 1.4826 * MAD, `normalization.capture_stats`)
+  are empty where not measured (a record of an older state).
+  """
   usable_fraction: float
   band_means: tuple[float, ...]
   band_stds: tuple[float, ...]
+  band_medians: tuple[float, ...] = ()
+  band_mads: tuple[float, ...] = ()
+
+
+def robust_stats(pixels: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """Median and 1.4826 * MAD (with `normalization.capture_stats`'s floors) per band.
+
+  The same rule as the any-band model's training (`normalization.capture_stats`), so a model
+  normalised "archive_optical_robust" sees the numbers it was trained with.
+
+  Args:
+    pixels: `[C, N]` values of the valid pixels (non-finite values are ignored).
+
+  Returns:
+    `(medians, mads)`, NaN for a band without a finite value.
+  """
+  from changesweep.transforms import normalization as norm
+
+  pixels = np.asarray(pixels, np.float64).reshape(pixels.shape[0], -1)
+  center, scale = norm.capture_stats(pixels.T, (norm.CODE_UNKNOWN,) * pixels.shape[0])
+  some = np.isfinite(pixels).any(axis=1)
+  return (tuple(float(v) if k else float("nan") for v, k in zip(center, some)),
+          tuple(float(v) if k else float("nan") for v, k in zip(scale, some)))
 
 
 class MaskSpec(NamedTuple):
@@ -92,10 +119,10 @@ def file_stats(uri: str, nodata: float | None, mask_band: int | None = None,
   n = int(valid.sum())
   if n == 0:
     nan = tuple(float("nan") for _ in range(data.shape[0]))
-    return FileStats(0.0, nan, nan)
+    return FileStats(0.0, nan, nan, nan, nan)
   pixels = data[:, valid]
   return FileStats(n / valid.size, tuple(float(v) for v in pixels.mean(axis=1)),
-                   tuple(float(v) for v in pixels.std(axis=1)))
+                   tuple(float(v) for v in pixels.std(axis=1)), *robust_stats(pixels))
 
 
 def capture_overview(scene, positions: Sequence[int], mask_values: tuple[int, ...] = ()
@@ -131,9 +158,11 @@ def capture_overview(scene, positions: Sequence[int], mask_values: tuple[int, ..
   return np.stack(planes), valid
 
 
-def derived_stats(scene, derived, mask_values: tuple[int, ...] = ()) -> tuple[float, float]:
-  """Mean and standard deviation of a derived band (`transforms.bands.Derived`, e.g. NDVI) over
-  a capture's valid pixels on the decimated grid; NaN where no pixel is valid.
+def derived_band_stats(scene, derived, mask_values: tuple[int, ...] = ()
+                       ) -> tuple[float, float, float, float]:
+  """Mean, standard deviation, median and 1.4826 * MAD (`robust_stats`) of a derived band
+  (`transforms.bands.Derived`, e.g. NDVI) over a capture's valid pixels on the decimated grid;
+  NaN where no pixel is valid.
 
   The index is computed as the chips compute it (`transforms.bands.normalized_difference`):
   invalid where either source band is, or where their sum is 0.
@@ -144,5 +173,11 @@ def derived_stats(scene, derived, mask_values: tuple[int, ...] = ()) -> tuple[fl
   index = normalized_difference(a, b)
   values = index[valid & np.isfinite(index)].astype(np.float64)
   if not values.size:
-    return float("nan"), float("nan")
-  return float(values.mean()), float(values.std())
+    return (float("nan"),) * 4
+  (median,), (mad,) = robust_stats(values[None])
+  return float(values.mean()), float(values.std()), median, mad
+
+
+def derived_stats(scene, derived, mask_values: tuple[int, ...] = ()) -> tuple[float, float]:
+  """Mean and standard deviation of a derived band (see `derived_band_stats`)."""
+  return derived_band_stats(scene, derived, mask_values)[:2]

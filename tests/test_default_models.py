@@ -15,7 +15,7 @@ from changesweep.pipeline import main as sweep_main
 from changesweep.pipeline.sinks import read_jsonl_rows
 from tests.conftest import SAMPLE_ARCHIVE, SAMPLE_LABELS  # noqa: F401
 
-ANY = "changesweep-anyband-s2-v2"
+ANY = "changesweep-anyband-s2-v3"
 RGB = "changesweep-siamdiff-oscd-rgb-v1"
 
 

@@ -32,11 +32,18 @@ ABSOLUTE_FLOOR = 1e-3
 # Normalised values are clipped to this magnitude (clouds, saturated pixels, speckle spikes).
 Z_CLIP = 8.0
 MAX_STAT_PIXELS = 262_144
-NORMALIZATIONS = ("capture_robust", "archive", "archive_optical")
+ARCHIVE_OPTICAL = "archive_optical"
+ARCHIVE_OPTICAL_ROBUST = "archive_optical_robust"
+NORMALIZATIONS = ("capture_robust", "archive", ARCHIVE_OPTICAL, ARCHIVE_OPTICAL_ROBUST)
 # "archive_optical": archive statistics pooled per optical band identity (code > 0); an index,
 # SAR or unnamed band is normalised with its own capture's mean and standard deviation (an
 # index is comparable across sensors, but its level moves with the season; an unnamed band has
 # no identity to pool by).
+# "archive_optical_robust": the same, but the non-optical bands get the capture's median and
+# 1.4826 * MAD (`capture_stats`): an index or unnamed band is skewed (water, clouds, bare soil),
+# and its robust centre and spread move less between the two captures of a pair than mean/std.
+# Modes whose optical bands are pooled over the archive (the sweep's `BandStatistics`).
+OPTICAL_ONLY_MODES = (ARCHIVE_OPTICAL, ARCHIVE_OPTICAL_ROBUST)
 
 
 def capture_stats(pixels: np.ndarray, codes: Sequence[float], max_pixels: int = MAX_STAT_PIXELS,
@@ -105,6 +112,34 @@ def optical_mix(codes: Sequence[float], archive: tuple[np.ndarray, np.ndarray],
   empty = codes == CODE_EMPTY
   return np.where(empty, 0.0, center).astype(np.float32), np.where(empty, 1.0, scale).astype(
       np.float32)
+
+
+def capture_side_stats(mode: str, pixels: np.ndarray, codes: Sequence[float]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+  """The capture's own statistics a mixed mode uses for its non-optical bands.
+
+  Args:
+    mode: "archive_optical" (mean/std) or "archive_optical_robust" (median/MAD).
+    pixels: `[N, C]` (or `[H, W, C]`) values of the capture.
+    codes: band_code of each of the C bands.
+
+  Returns:
+    `(center [C], scale [C])` float32.
+
+  Raises:
+    ValueError: for a mode without capture statistics of this kind.
+  """
+  if mode == ARCHIVE_OPTICAL:
+    return capture_mean_std(pixels)
+  if mode == ARCHIVE_OPTICAL_ROBUST:
+    return capture_stats(pixels, codes)
+  raise ValueError(f"normalization {mode!r} does not mix archive and capture statistics")
+
+
+def mixed_stats(mode: str, codes: Sequence[float], archive: tuple[np.ndarray, np.ndarray],
+                pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """`optical_mix` of the archive statistics and the capture's own (`capture_side_stats`)."""
+  return optical_mix(codes, archive, capture_side_stats(mode, pixels, codes))
 
 
 def normalize_np(x: np.ndarray, center: np.ndarray, scale: np.ndarray,
