@@ -16,7 +16,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from changesweep.model.model_dir import ModelDirError, read_model_info
 from changesweep.pipeline import accounting, dataflow, failures, listing, metrics, sinks
 from changesweep.pipeline.layout import Layout
-from changesweep.pipeline.options import DEFAULT_FIXED_MODELS, SweepOptions
+from changesweep.pipeline.options import (DEFAULT_FIXED_MODELS, DEFAULT_MULTISPECTRAL_MODEL,
+                                          MULTISPECTRAL_MIN_OPTICAL_BANDS, SweepOptions)
 from changesweep.pipeline.pairing import GridOptions
 from changesweep.pipeline.usability import MaskSpec
 from changesweep.pipeline.sweep import SweepConfig, build_sweep, default_run_id
@@ -77,11 +78,11 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, PipelineOptions]:
   extra = []
   if any_band and not opts.bands and not any(a == "--model" or a.startswith("--model=")
                                              for a in argv):
-    for path in DEFAULT_FIXED_MODELS:
-      fixed = read_model_info(path)
+    for path in (*DEFAULT_FIXED_MODELS, DEFAULT_MULTISPECTRAL_MODEL):
+      first = read_model_info(path)
       if not dry_run:
-        check_model_compatible(fixed)
-      extra.append(fixed)
+        check_model_compatible(first)
+      extra.append(first)
   if dry_run:  # listing and pairing run here, whatever runner a real run would use
     options.view_as(StandardOptions).runner = "FnApiRunner"
   if not options.view_as(StandardOptions).runner:
@@ -209,8 +210,11 @@ def models_used(cfg: SweepConfig, pairs: list[dict]) -> list[dict]:
     any_band = m.raw.get("band_mode") == "any"
     why = ("any band set (every identified band, up to " f"{m.raw.get('max_bands')})"
            if any_band else f"both captures have only {', '.join(m.bands)}")
-    if cfg.extra_models and any_band:
-      why = "the pairs no fixed-band model fits: " + why
+    if any_band and m in cfg.extra_models:
+      why = (f"both captures have at least {MULTISPECTRAL_MIN_OPTICAL_BANDS} identified optical "
+             "bands (multispectral)")
+    elif cfg.extra_models and any_band:
+      why = "the pairs no earlier model fits: " + why
     out.append({"model_id": m.model_id, "pairs": served.get(m.model_id, 0), "why": why})
   return out
 

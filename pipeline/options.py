@@ -9,9 +9,15 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(REPO_ROOT, "model", "shipped")
 # Without --model, each pair gets the first of DEFAULT_FIXED_MODELS that reads every band both
 # captures have (3-band red/green/blue: the RGB model scores them better, see README "Models"),
-# else the any-band model (Sentinel-2 with NIR/SWIR, indices, SAR, unnamed single bands).
+# then, where both captures have at least MULTISPECTRAL_MIN_OPTICAL_BANDS identified optical
+# bands, DEFAULT_MULTISPECTRAL_MODEL, else DEFAULT_MODEL (indices, SAR, unnamed single bands,
+# small optical sets). On the train cities' validation split v2 scores 4 and 13 Sentinel-2
+# bands better (0.487 / 0.488 F1 against v3's 0.465 / 0.461) and v3 an unnamed NDVI band
+# (0.236 against 0.126): model/README.md.
 DEFAULT_MODEL = os.path.join(SHIPPED, "changesweep-anyband-s2-v3")
 DEFAULT_FIXED_MODELS = (os.path.join(SHIPPED, "changesweep-siamdiff-oscd-rgb-v1"),)
+DEFAULT_MULTISPECTRAL_MODEL = os.path.join(SHIPPED, "changesweep-anyband-s2-v2")
+MULTISPECTRAL_MIN_OPTICAL_BANDS = 4
 
 
 def _flag(text) -> bool:

@@ -16,6 +16,7 @@ from changesweep.pipeline.coregistration import MeasureMisregistration
 from changesweep.pipeline.elements import ChipFailure, Pair
 from changesweep.pipeline.listing import KnownFileRecords, ListCaptures
 from changesweep.pipeline.metrics import inc_counter
+from changesweep.pipeline.options import MULTISPECTRAL_MIN_OPTICAL_BANDS
 from changesweep.pipeline.history import ScoreAgainstHistory
 from changesweep.pipeline.pairing import GridOptions, PairConsecutive
 from changesweep.transforms.bands import BandError, resolve_bands
@@ -50,8 +51,9 @@ class SweepConfig:
       pixels than this share are unusable.
     history: a previous sweep's output (or history files) to score pairs against.
     dry_run: list and pair only (headers and the decimated usability read); no chip, no model.
-    extra_models: fixed-band models tried first, per pair (the first whose bands both captures
-      have scores it); `model`, an any-band model, scores the rest.
+    extra_models: models tried first, per pair (`pick_model`: fixed-band models whose bands
+      both captures have, then the multispectral any-band model); `model`, an any-band model,
+      scores the rest.
     coregister: correct measured shifts within the bound before scoring (`coregistration`).
   """
   output: str
@@ -203,17 +205,29 @@ def has_only(ids: list, positions: list[int]) -> bool:
   return {p for p, i in enumerate(ids) if i is not None and i.kind != "mask"} <= set(positions)
 
 
-def pick_model(pair: Pair, fixed: tuple) -> tuple[int, Pair]:
-  """The first fixed-band model that reads all the bands both captures have, with the pair's
-  band positions for it; else the last branch (the any-band model) and the pair as paired.
+def optical_bands(ids: list) -> int:
+  """How many of a capture's bands are identified optical bands."""
+  return sum(1 for i in ids if i is not None and i.kind == "optical")
 
-  A capture with identified bands beyond a fixed model's (Sentinel-2 with NIR, SWIR ...) goes
-  to the any-band model, which reads them all (and scores such captures better, README
-  "Models")."""
+
+def pick_model(pair: Pair, fixed: tuple,
+               min_optical: int = MULTISPECTRAL_MIN_OPTICAL_BANDS) -> tuple[int, Pair]:
+  """The first of `fixed` that fits the pair, with the pair's band positions for it; else the
+  last branch (the default any-band model) and the pair as paired.
+
+  A fixed-band model fits when it reads all the bands both captures have; an any-band model in
+  `fixed` (the multispectral one) when both captures have `min_optical` identified optical
+  bands. A capture with identified bands beyond a fixed model's (Sentinel-2 with NIR, SWIR
+  ...) goes to an any-band model, which reads them all (and scores such captures better,
+  README "Models")."""
   from changesweep.pipeline.band_slots import identities
 
+  ids_b, ids_a = identities(pair.before), identities(pair.after)
   for i, model in enumerate(fixed):
-    ids_b, ids_a = identities(pair.before), identities(pair.after)
+    if model.raw.get("band_mode") == "any":
+      if min(optical_bands(ids_b), optical_bands(ids_a)) >= min_optical:
+        return i, pair
+      continue
     try:
       before = resolve_bands(model.bands, ids_b)
       after = resolve_bands(model.bands, ids_a)
@@ -290,7 +304,9 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
     if cfg.extra_models:
       parts = pairs | "PickModel" >> beam.Partition(
           lambda pair, n: pick_model(pair, cfg.extra_models)[0], len(cfg.extra_models) + 1)
-      branches = [(dataclasses.replace(cfg, model=m, bands=tuple(m.bands), extra_models=()),
+      branches = [(dataclasses.replace(cfg, model=m, extra_models=(),
+                                       bands=() if m.raw.get("band_mode") == "any"
+                                       else tuple(m.bands)),
                    parts[i] | f"ReadBands[{m.model_id}]" >> beam.Map(
                        lambda pair, m=m: pick_model(pair, (m,))[1]))
                   for i, m in enumerate(cfg.extra_models)]

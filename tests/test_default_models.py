@@ -16,6 +16,7 @@ from changesweep.pipeline.sinks import read_jsonl_rows
 from tests.conftest import SAMPLE_ARCHIVE, SAMPLE_LABELS  # noqa: F401
 
 ANY = "changesweep-anyband-s2-v3"
+MULTI = "changesweep-anyband-s2-v2"  # the multispectral choice (>= 4 optical bands)
 RGB = "changesweep-siamdiff-oscd-rgb-v1"
 
 
@@ -66,12 +67,12 @@ def runs(tmp_path_factory):
   return out
 
 
-def test_a_named_4_band_archive_is_scored_by_the_any_band_model(runs):
+def test_a_named_4_band_archive_is_scored_by_the_multispectral_model(runs):
   out, summary = runs["s2"]
   rows = read_jsonl_rows(out, "pairs")
-  assert len(rows) == 4 and {r["model_id"] for r in rows} == {ANY}
+  assert len(rows) == 4 and {r["model_id"] for r in rows} == {MULTI}
   used = {m["model_id"]: m["pairs"] for m in summary["models_used"]}
-  assert used == {RGB: 0, ANY: 4}
+  assert used == {RGB: 0, MULTI: 4, ANY: 0}
   assert all(0 < r["changed_fraction"] < 0.5 for r in rows)
 
 
@@ -80,7 +81,7 @@ def test_a_3_band_rgb_archive_is_scored_by_the_rgb_model(runs):
   rows = read_jsonl_rows(out, "pairs")
   assert len(rows) == 2 and {r["model_id"] for r in rows} == {RGB}
   used = {m["model_id"]: m["pairs"] for m in summary["models_used"]}
-  assert used == {RGB: 2, ANY: 0}
+  assert used == {RGB: 2, MULTI: 0, ANY: 0}
   assert all(0 <= r["changed_fraction"] < 0.5 for r in rows)
 
 
@@ -90,7 +91,7 @@ def test_an_unnamed_1_band_ndvi_archive_is_scored_by_the_any_band_model(runs):
   assert len(rows) == 2 and {r["model_id"] for r in rows} == {ANY}
   assert summary["counts"]["dead_letters"] == 0 and summary["accounting"]["ok"]
   used = {m["model_id"]: m["pairs"] for m in summary["models_used"]}
-  assert used == {RGB: 0, ANY: 2}
+  assert used == {RGB: 0, MULTI: 0, ANY: 2}
   for r in rows:  # real scores: a probability map with some change and mostly none
     assert r["valid_fraction"] > 0.9 and 0.0 <= r["changed_fraction"] < 0.5
     assert r["max_change_prob"] > r["mean_change_prob"]

@@ -69,9 +69,10 @@ def test_gpu_hint_sits_on_the_inference_step_only(tmp_path):
   spec = b"type:nvidia-l4;count:1;machine_type:g2-standard-8;install-nvidia-driver"
   hints = hinted(proto)
   inference = [n for n in hints if "BeamML_RunInference" in n]
-  # without --model both default models score (per-pair choice): each inference step is hinted
+  # without --model every default model scores (per-pair choice): each inference step is hinted
   assert {n.split("/")[0] for n in inference} == {
-      "Score[changesweep-siamdiff-oscd-rgb-v1]", "Score[changesweep-anyband-s2-v3]"}
+      "Score[changesweep-siamdiff-oscd-rgb-v1]", "Score[changesweep-anyband-s2-v2]",
+      "Score[changesweep-anyband-s2-v3]"}
   assert all(hints[n] == spec for n in inference)
   assert set(hints) - set(inference) == {"CheckGpu/Check"}
   # CPU work stays on the CPU pool: listing, chip reads, tf.Transform, aggregation, sinks.
