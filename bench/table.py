@@ -68,7 +68,9 @@ def rows() -> list[tuple[str, str, str, str, str]]:
                 f"{lost} of {len(at_big)}" if recorded else "not recorded", "0 of 3",
                 "0", "memory.json rows `chips_lost`, `pairs_scored`"))
   if s:
-    slopes = [v for k, v in s["slope_s_per_pair"].items() if k not in s.get("unresolved", [])]
+    compared = s.get("compared", list(s["slope_s_per_pair"]))
+    slopes = [v for k, v in s["slope_s_per_pair"].items()
+              if k in compared and k not in s.get("unresolved", [])]
     out.append(("time per pair, 10 -> 100 vs 100 -> 1000 pairs (CVA, 256^2 scenes)",
                 f"{s['spread']:.1%} apart ({', '.join(f'{v * 1000:.1f}' for v in slopes)} "
                 f"ms/pair)", "10%", "5%", "scaling.json `spread`"))
