@@ -95,3 +95,23 @@ def test_an_unnamed_1_band_ndvi_archive_is_scored_by_the_any_band_model(runs):
   for r in rows:  # real scores: a probability map with some change and mostly none
     assert r["valid_fraction"] > 0.9 and 0.0 <= r["changed_fraction"] < 0.5
     assert r["max_change_prob"] > r["mean_change_prob"]
+
+
+@pytest.mark.parametrize("names,expected", [
+    (("red", "green", "blue"), RGB),                        # RGB only: the RGB model
+    (("B02", "B03", "B04", "B08"), MULTI),                  # 4 optical bands: multispectral
+    (("B02", "B03", "B08"), ANY),                           # 3 optical, not RGB: any-band
+    (("VV", "VH"), ANY),                                    # SAR
+    ((None,), ANY),                                         # one unnamed band
+])
+def test_the_default_choice_follows_the_bands_both_captures_have(names, expected):
+  from changesweep.model.model_dir import read_model_info
+  from changesweep.pipeline.elements import Pair, SceneRef
+  from changesweep.pipeline.options import DEFAULT_FIXED_MODELS, DEFAULT_MULTISPECTRAL_MODEL
+  from changesweep.pipeline.sweep import pick_model
+
+  first = [read_model_info(p) for p in (*DEFAULT_FIXED_MODELS, DEFAULT_MULTISPECTRAL_MODEL)]
+  scene = lambda t: SceneRef("loc", t, ("a.tif",), names, 64, 64, "uint16", "", (1, 0, 0, 0, -1, 0),
+                             None, 0)
+  i, _ = pick_model(Pair("p", scene("2020-01-01"), scene("2021-01-01"), (), ()), tuple(first))
+  assert ([m.model_id for m in first] + [ANY])[i] == expected
