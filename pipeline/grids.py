@@ -39,7 +39,7 @@ from rasterio.windows import Window
 
 from changesweep.pipeline.elements import SceneRef
 from changesweep.transforms.band_grid import (  # noqa: F401  (Grid and its reader: one class)
-    Grid, grid_of_dataset, parse_crs as _crs)
+    Grid, grid_of_dataset, parse_crs as _crs, same_crs)
 
 # Default `--grid`: the earlier capture's grid (maps then sit on the label grid of a labelled pair).
 DEFAULT_GRID = "earlier"
@@ -223,7 +223,7 @@ def fixed_grid(spec: GridSpec, scene: SceneRef | Grid) -> Grid:
 
 def same_grid(a: Grid, b: Grid) -> bool:
   """Pixel-for-pixel the same grid: same size and CRS, affines equal to a thousandth of a pixel."""
-  if (a.height, a.width) != (b.height, b.width) or not _same_crs(a.crs_wkt, b.crs_wkt):
+  if (a.height, a.width) != (b.height, b.width) or not same_crs(a.crs_wkt, b.crs_wkt):
     return False
   ta, tb = a.transform[:6], b.transform[:6]
   res = max(abs(ta[0]), abs(ta[1]), abs(ta[3]), abs(ta[4]))
@@ -298,7 +298,7 @@ def plan_common_grid(before: SceneRef, after: SceneRef, spec: GridSpec = GridSpe
 
 def resolution_ratio(grid: Grid, target: Grid) -> float:
   """How much coarser or finer (>= 1) a grid's ground resolution is than the target's."""
-  if _same_crs(grid.crs_wkt, target.crs_wkt):
+  if same_crs(grid.crs_wkt, target.crs_wkt):
     res = grid.resolution
   else:
     left, bottom, right, top = grid.bounds
@@ -316,7 +316,7 @@ def footprint(grid: Grid, crs_wkt: str, points_per_side: int = 16) -> dict:
   cols = np.concatenate([t * w, np.full_like(t, w), (1 - t) * w, np.zeros_like(t), [0]])
   rows = np.concatenate([np.zeros_like(t), t * h, np.full_like(t, h), (1 - t) * h, [0]])
   xs, ys = rasterio.transform.xy(grid.affine, rows, cols, offset="ul")
-  if not _same_crs(grid.crs_wkt, crs_wkt):
+  if not same_crs(grid.crs_wkt, crs_wkt):
     xs, ys = warp.transform(grid.crs, _crs(crs_wkt), list(xs), list(ys))
   return {"type": "Polygon", "coordinates": [list(zip(map(float, xs), map(float, ys)))]}
 
@@ -339,15 +339,3 @@ def overlap_fraction(target: Grid, grids: tuple[Grid, ...], side: int = OVERLAP_
     covered &= features.rasterize([(polygon, 1)], out_shape=shape, transform=coarse,
                                   fill=0, dtype="uint8").astype(bool)
   return float(covered.mean())
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-
-def _same_crs(a: str, b: str) -> bool:
-  if a == b:
-    return True
-  if not a or not b:
-    return False
-  return CRS.from_wkt(a) == CRS.from_wkt(b)

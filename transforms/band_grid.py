@@ -94,12 +94,13 @@ def grid_of_dataset(dataset) -> Grid:
                   dataset.height, dataset.width)
 
 
-def _same_crs(a: str, b: str) -> bool:
+def same_crs(a: str, b: str) -> bool:
+  """Whether two CRS WKTs name one CRS (equal text, or equal once parsed; "" is no CRS)."""
   if a == b:
     return True
   if not a or not b:
     return False
-  return CRS.from_wkt(a) == CRS.from_wkt(b)
+  return parse_crs(a) == parse_crs(b)
 
 
 def finest(grids: Sequence[Grid], max_ratio: float = MAX_RESOLUTION_RATIO) -> int:
@@ -120,7 +121,7 @@ def finest(grids: Sequence[Grid], max_ratio: float = MAX_RESOLUTION_RATIO) -> in
   if not all(g.crs_wkt for g in grids):
     raise BandGridError("band files of one capture are on different grids and carry no "
                         "georeference (no CRS), so they cannot be put on one grid")
-  if not all(_same_crs(g.crs_wkt, grids[0].crs_wkt) for g in grids):
+  if not all(same_crs(g.crs_wkt, grids[0].crs_wkt) for g in grids):
     raise BandGridError("band files of one capture are in different CRSs")
   best = min(range(len(grids)), key=lambda i: (grids[i].pixel_area, i))
   fine = grids[best]
