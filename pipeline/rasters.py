@@ -26,23 +26,39 @@ SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "f
 # GDAL's block cache defaults to 5% of RAM in every process (1.2 GB of a 24 GB machine, per Beam
 # worker) and fills up with the blocks of chips that are read once. A chip needs the blocks it
 # shares with its bands and neighbours, a few MB (chips arrive shuffled, so blocks are rarely
-# met twice); a full cache was ~140 MB of a worker's peak at 10980^2 (bench/memory.py). Set
-# before GDAL's first read in the process; an explicit GDAL_CACHEMAX wins.
-os.environ.setdefault("GDAL_CACHEMAX", "64")  # MB
+# met twice): a 64 MB cache was ~60 MB of the growth of a worker's peak from 1024^2 to 10980^2
+# (bench/memory.py: +22% with 64 MB, +16% with 16 MB, one run each). Set before GDAL's first
+# read in the process; an explicit GDAL_CACHEMAX wins.
+os.environ.setdefault("GDAL_CACHEMAX", "16")  # MB
 
 # glibc serves a large block from mmap (and returns it on free) only above its mmap threshold,
 # and it raises that threshold to the size of each large block freed, up to 32 MB. After the
 # first chip batch is freed, chip-sized arrays (0.3-3 MB) then come from the heap, which
 # fragments and does not shrink: a worker's RSS grew by ~0.5 GB over a 10980^2 pair
-# (bench/memory.py). A fixed threshold keeps them on mmap. The variable reaches worker
-# processes started from here; mallopt sets it for this process. An explicit value wins.
+# (bench/memory.py). A fixed threshold keeps them on mmap. glibc also gives each thread that
+# contends for the heap an arena of its own (up to 8 per core), and freed memory stays in the
+# arena that served it; Beam's worker threads, GDAL and TensorFlow then spread a worker's heap
+# over many arenas (two arenas: +19% instead of +22%, one run each; with the 16 MB cache, +19%
+# over 3 runs at 10980^2, 1,127-1,166 MB against 981 MB at 1024^2). The variables reach worker
+# processes started from here; mallopt sets them for this process. Explicit values win.
 _MMAP_THRESHOLD = 128 * 1024
-if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-  os.environ["MALLOC_MMAP_THRESHOLD_"] = str(_MMAP_THRESHOLD)
+_ARENA_MAX = 2
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc's mallopt parameter numbers
+
+
+def _mallopt(param: int, value: int) -> None:
   try:
-    ctypes.CDLL("libc.so.6").mallopt(-3, _MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD
+    ctypes.CDLL("libc.so.6").mallopt(param, value)
   except (OSError, AttributeError):  # not glibc (macOS, musl): their allocators differ
     pass
+
+
+if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+  os.environ["MALLOC_MMAP_THRESHOLD_"] = str(_MMAP_THRESHOLD)
+  _mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+if "MALLOC_ARENA_MAX" not in os.environ:
+  os.environ["MALLOC_ARENA_MAX"] = str(_ARENA_MAX)
+  _mallopt(_M_ARENA_MAX, _ARENA_MAX)
 
 
 def _beam_opener(path: str, mode: str = "rb"):
