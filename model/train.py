@@ -116,7 +116,8 @@ def train(pairs: str, out: str, data_root: str | None = None, epochs: int = 40,
           use_hed: bool = True, bands: tuple[str, ...] = ("red", "green", "blue"),
           model_id: str = DEFAULT_MODEL_ID, version: str = "1",
           time_budget_min: float | None = None, paste_prob: float = 0.1,
-          init_from: str | None = None, command: str | None = None, log=print) -> dict:
+          init_from: str | None = None, gamma_prob: float = 0.0,
+          command: str | None = None, log=print) -> dict:
   """Trains and exports a model directory; returns its metadata.
 
   Args:
@@ -141,6 +142,8 @@ def train(pairs: str, out: str, data_root: str | None = None, epochs: int = 40,
     init_from: Fine-tune: a fixed-band model directory whose weights start the network
       (`fixed_init.init_from_model_dir`: the stem mapped by band name); `use_hed` is then
       not used.
+    gamma_prob: Probability of a gamma change of the raw values of a capture that gets a
+      nuisance (`data.raw_gamma`; 0: none, the chips of earlier runs).
     command: The command line, recorded in the metadata.
     log: Progress printer.
   """
@@ -201,7 +204,8 @@ def train(pairs: str, out: str, data_root: str | None = None, epochs: int = 40,
       learning_rate * 0.1, decay_steps=max(1, total_steps - total_steps // 20), alpha=0.02,
       warmup_target=learning_rate, warmup_steps=total_steps // 20)
   optimizer = keras.optimizers.AdamW(schedule, weight_decay=1e-4)
-  sampler = pair_data.ChipSampler(train_n, size=train_chip, seed=seed, paste_prob=paste_prob)
+  sampler = pair_data.ChipSampler(train_n, size=train_chip, seed=seed, paste_prob=paste_prob,
+                                  gamma_prob=gamma_prob, raw_stats=(mean, std))
 
   @tf.function
   def step(b, a, y):
@@ -274,7 +278,7 @@ def train(pairs: str, out: str, data_root: str | None = None, epochs: int = 40,
           "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
           "train_chip": train_chip, "val_fraction": val_fraction,
           "learning_rate": learning_rate, "widths": list(widths),
-          "stem_init": stem_init, "init_from": init_from,
+          "stem_init": stem_init, "init_from": init_from, "gamma_prob": gamma_prob,
           "parameters": params, "macs_per_pair": macs,
           "band_mean": mean.tolist(), "band_std": std.tolist(),
           "train_seconds": round(train_seconds, 1),
@@ -361,6 +365,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                       help="do not initialise the stem from the HED/VGG16 weights")
   parser.add_argument("--paste_prob", type=float, default=0.1,
                       help="probability of a synthetic pasted change per training chip")
+  parser.add_argument("--gamma_prob", type=float, default=0.0,
+                      help="fixed mode: probability that a capture given a nuisance also gets "
+                           "a gamma change of its raw values (ln gamma ~ N(0, 0.2); default 0)")
   parser.add_argument("--model_id", default=None,
                       help=f"default {DEFAULT_MODEL_ID} (any mode: "
                            "changesweep-anyband-s2-v3)")
@@ -409,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         bands=tuple(b.strip() for b in args.bands.split(",")),
         model_id=args.model_id or DEFAULT_MODEL_ID,
         version=args.version, time_budget_min=args.time_budget_min,
-        paste_prob=args.paste_prob, init_from=args.init_from, command=command)
+        paste_prob=args.paste_prob, init_from=args.init_from, gamma_prob=args.gamma_prob,
+        command=command)
   return 0
 
 
