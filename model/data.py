@@ -303,6 +303,23 @@ def nuisance(image: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
   return out.astype(np.float32)
 
 
+def raw_gamma(image: np.ndarray, gamma: float, mean: np.ndarray, std: np.ndarray
+              ) -> np.ndarray:
+  """A gamma change of a normalised capture's raw values: must not be flagged as change.
+
+  The z-scores go back to raw values (`z * std + mean`, the training statistics), each band
+  is raised to `gamma` relative to a bright reference (`mean + 3 * std`, about the top of its
+  range, as a rendering's contrast curve or a different processing would), and normalised
+  again. Unlike the gain and offset of `nuisance`, this bends dark and bright pixels
+  differently.
+  """
+  mean = np.asarray(mean, np.float32)
+  std = np.asarray(std, np.float32)
+  ref = mean + 3.0 * std
+  raw = np.maximum(image * std + mean, 0.0)
+  return ((ref * (raw / ref) ** gamma - mean) / std).astype(np.float32)
+
+
 def paste_change(after: np.ndarray, label: np.ndarray, donor: np.ndarray,
                  rng: np.random.Generator, max_frac: float = 0.25) -> tuple[np.ndarray,
                                                                             np.ndarray]:
@@ -340,6 +357,11 @@ class ChipSampler:
     nuisance_prob: Probability that each capture receives a nuisance change.
     paste_prob: Probability of a synthetic pasted change.
     identity_prob: Probability of a no-change pair (one capture with itself + nuisance).
+    gamma_prob: Probability that a capture receiving a nuisance also gets a gamma change of
+      its raw values (`raw_gamma`, needs `raw_stats`); 0 draws nothing, so the chips are those
+      of a sampler without it.
+    gamma_sigma: Spread of `ln(gamma)` (normal).
+    raw_stats: `(mean, std)` per band that normalised the pairs (for `raw_gamma`).
   """
   pairs: Sequence[Pair]
   size: int = 128
@@ -348,6 +370,9 @@ class ChipSampler:
   nuisance_prob: float = 0.5
   paste_prob: float = 0.1
   identity_prob: float = 0.05
+  gamma_prob: float = 0.0
+  gamma_sigma: float = 0.2
+  raw_stats: tuple[np.ndarray, np.ndarray] | None = None
 
   def __post_init__(self):
     self.rng = np.random.default_rng(self.seed)
@@ -391,13 +416,21 @@ class ChipSampler:
       donor = self.pairs[j].after[dy:dy + s, dx:dx + s]
       a, lab = paste_change(a, lab, donor, rng)
     if rng.random() < self.nuisance_prob:
-      b = nuisance(b, rng)
+      b = nuisance(self._gamma(b), rng)
     if rng.random() < self.nuisance_prob:
-      a = nuisance(a, rng)
+      a = nuisance(self._gamma(a), rng)
     if rng.random() < 0.5:
       a, b = b, a
     b, a, lab = random_geometry(rng, b, a, lab)
     return b.astype(np.float32), a.astype(np.float32), lab
+
+  def _gamma(self, image: np.ndarray) -> np.ndarray:
+    if not self.gamma_prob or self.rng.random() >= self.gamma_prob:
+      return image
+    if self.raw_stats is None:
+      raise ValueError("gamma_prob needs raw_stats (the statistics that normalised the pairs)")
+    gamma = float(np.exp(self.rng.normal(0.0, self.gamma_sigma)))
+    return raw_gamma(image, gamma, *self.raw_stats)
 
   def batch(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     chips = [self.chip() for _ in range(n)]

