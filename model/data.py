@@ -157,7 +157,11 @@ def read_manifest(path: str, data_root: str | None = None, require_mask: bool = 
 
 
 def read_raster(paths: Sequence[str] | str) -> np.ndarray:
-  """Reads one multi-band raster or several single-band rasters as float32 `[H, W, C]`."""
+  """Reads one multi-band raster or several single-band rasters as float32 `[H, W, C]`.
+
+  Single-band files of different resolutions (Sentinel-2's 10/20/60 m bands) are resampled
+  bilinearly onto the finest grid by the sweep's own reader (`band_grid.read_on_finest_grid`).
+  """
   import rasterio
   import warnings
   if isinstance(paths, str):
@@ -172,7 +176,8 @@ def read_raster(paths: Sequence[str] | str) -> np.ndarray:
     if len(paths) > 1 and data.shape[0] != 1:
       raise ValueError(f"{p}: a list of files must hold one band each, this has {data.shape[0]}")
     if shape is not None and data.shape[1:] != shape:
-      raise ValueError(f"{p}: shape {data.shape[1:]} differs from {shape}")
+      from changesweep.transforms import band_grid
+      return band_grid.read_on_finest_grid(list(paths)).pixels
     shape = data.shape[1:]
     bands.append(data)
   return np.transpose(np.concatenate(bands, axis=0), (1, 2, 0)).astype(np.float32)

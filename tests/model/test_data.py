@@ -169,3 +169,20 @@ def test_make_oscd_manifests_writes_relative_rows(tmp_path):
   s2 = data.parse_manifest(open(out / "oscd_test_s2.csv"), "/r")
   assert s2[0].before == tuple(f"/r/oscd/test/city/imgs_1/{b}.tif" for b in ("B04", "B03", "B02"))
   assert str(tmp_path) not in (out / "oscd_test.csv").read_text()
+
+
+def test_band_files_of_two_resolutions_are_read_onto_the_finest_grid(tmp_path):
+  """A 13-band Sentinel-2 manifest lists 10 m and 20 m files; evaluate must not reject them."""
+  import rasterio
+  from rasterio.transform import from_origin
+
+  paths = []
+  for name, size, res in (("B04.tif", 20, 10.0), ("B11.tif", 10, 20.0)):
+    p = str(tmp_path / name)
+    with rasterio.open(p, "w", driver="GTiff", width=size, height=size, count=1, dtype="uint16",
+                       crs="EPSG:32631", transform=from_origin(500000, 4000000, res, res)) as dst:
+      dst.write(np.full((1, size, size), 1000 if res == 10 else 3000, np.uint16))
+    paths.append(p)
+  x = data.read_raster(";".join(paths))
+  assert x.shape == (20, 20, 2)
+  assert np.allclose(x[..., 0], 1000) and np.allclose(x[..., 1], 3000)
