@@ -25,6 +25,9 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from changesweep.model.photometric import (  # noqa: F401  (re-exported: data.raw_nuisance ...)
+    raw_gamma, raw_nuisance, shift_image)
+
 REQUIRED_COLUMNS = ("pair_id", "before", "after", "mask")
 DEFAULT_CHANGE_VALUE = 255
 DEFAULT_NOCHANGE_VALUE = 0
@@ -273,16 +276,6 @@ def random_geometry(rng: np.random.Generator, *arrays: np.ndarray) -> list[np.nd
   return out
 
 
-def shift_image(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
-  """Shifts by whole pixels, replicating the edge (a misregistration)."""
-  if dy == 0 and dx == 0:
-    return image
-  h, w = image.shape[:2]
-  ys = np.clip(np.arange(h) - dy, 0, h - 1)
-  xs = np.clip(np.arange(w) - dx, 0, w - 1)
-  return image[ys][:, xs]
-
-
 def nuisance(image: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
              max_shift: int = 1) -> np.ndarray:
   """Nuisance change on a normalised `[H, W, C]` capture: must not be flagged as change.
@@ -306,23 +299,6 @@ def nuisance(image: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
     out = shift_image(out, int(rng.integers(-max_shift, max_shift + 1)),
                       int(rng.integers(-max_shift, max_shift + 1)))
   return out.astype(np.float32)
-
-
-def raw_gamma(image: np.ndarray, gamma: float, mean: np.ndarray, std: np.ndarray
-              ) -> np.ndarray:
-  """A gamma change of a normalised capture's raw values: must not be flagged as change.
-
-  The z-scores go back to raw values (`z * std + mean`, the training statistics), each band
-  is raised to `gamma` relative to a bright reference (`mean + 3 * std`, about the top of its
-  range, as a rendering's contrast curve or a different processing would), and normalised
-  again. Unlike the gain and offset of `nuisance`, this bends dark and bright pixels
-  differently.
-  """
-  mean = np.asarray(mean, np.float32)
-  std = np.asarray(std, np.float32)
-  ref = mean + 3.0 * std
-  raw = np.maximum(image * std + mean, 0.0)
-  return ((ref * (raw / ref) ** gamma - mean) / std).astype(np.float32)
 
 
 def paste_change(after: np.ndarray, label: np.ndarray, donor: np.ndarray,
@@ -441,23 +417,3 @@ class ChipSampler:
     chips = [self.chip() for _ in range(n)]
     return (np.stack([c[0] for c in chips]), np.stack([c[1] for c in chips]),
             np.stack([c[2] for c in chips]))
-
-
-def raw_nuisance(image: np.ndarray, rng: np.random.Generator, value_range: float | None = None
-                 ) -> np.ndarray:
-  """The nuisance check's change on raw pixels: brightness/contrast shift, noise, 1-px shift.
-
-  Brightness +-5% of the range, contrast x0.9..1.1 about the image mean, Gaussian noise of 1%
-  of the range and a one-pixel shift in a random direction. The range is 255 for 8-bit data,
-  otherwise the image maximum.
-  """
-  if value_range is None:
-    value_range = 255.0 if float(image.max()) <= 255.0 else float(image.max())
-  mean = image.mean(axis=(0, 1), keepdims=True)
-  contrast = rng.uniform(0.9, 1.1)
-  brightness = rng.uniform(-0.05, 0.05) * value_range
-  out = (image - mean) * contrast + mean + brightness
-  out = out + rng.normal(0.0, 0.01 * value_range, image.shape)
-  dy, dx = [(1, 0), (-1, 0), (0, 1), (0, -1)][int(rng.integers(4))]
-  out = shift_image(out, dy, dx)
-  return np.clip(out, 0, value_range).astype(np.float32)

@@ -29,6 +29,7 @@ import numpy as np
 
 from changesweep.model import data as pair_data
 from changesweep.model import metrics as pair_metrics
+from changesweep.model.photometric import NUISANCES, apply_nuisance  # noqa: F401
 
 EPILOG = """examples:
   changesweep evaluate --pairs model/manifests/oscd_test.csv --data_root ../shared/data \\
@@ -37,14 +38,14 @@ EPILOG = """examples:
 """
 
 from changesweep.model.scene_eval import (  # noqa: F401  (re-exported)
-    ProbFn, predict_scene, block_scores, _zscore, pair_normalise, SavedModelScorer, evaluate_pairs, nuisance_check, format_table)
+    ProbFn, predict_scene, block_scores, _zscore, pair_normalise, SavedModelScorer, evaluate_pairs, nuisance_check, format_table,
+    fixed_nuisance_check)
 
 
 # ----------------------------------------------------------------------------- any-band models
 
 DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shipped",
                              "changesweep-anyband-s2-v3")
-NUISANCES = ("brightness", "gamma", "noise", "shift", "haze")
 
 
 class AnyBandScorer:
@@ -161,41 +162,6 @@ def archive_statistics(records, bands, max_bands) -> tuple[np.ndarray, np.ndarra
   mean = sums / n
   std = np.sqrt(np.maximum(sq / n - mean ** 2, 1e-12))
   return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
-
-
-def apply_nuisance(x: np.ndarray, codes: Sequence[float], kind: str,
-                   rng: np.random.Generator) -> np.ndarray:
-  """One nuisance of the issue's list, in 8-bit units of the capture.
-
-  8-bit data is used as it is; indices ([-1, 1]) map to 0..255 linearly; other data (DNs,
-  reflectance) map 0..R to 0..255 with R the 99.5th percentile of the capture. Nuisances:
-  brightness x1.15 + 12, gamma 0.8, Gaussian noise of sigma 4, a 1-pixel shift, and 15% haze
-  towards 200.
-  """
-  finite = x[np.isfinite(x)]
-  if all(c == -2.0 for c in codes) or (finite.size and finite.min() >= -1.0 and
-                                       finite.max() <= 1.0):
-    lo, span = -1.0, 2.0
-  elif finite.size and finite.max() <= 255.0:
-    lo, span = 0.0, 255.0
-  else:
-    lo, span = 0.0, float(np.percentile(finite, 99.5)) if finite.size else 1.0
-  u = (x - lo) / span * 255.0
-  if kind == "brightness":
-    u = u * 1.15 + 12.0
-  elif kind == "gamma":
-    u = 255.0 * (np.maximum(u, 0.0) / 255.0) ** 0.8
-  elif kind == "noise":
-    u = u + rng.normal(0.0, 4.0, u.shape)
-  elif kind == "shift":
-    u = pair_data.shift_image(u, 0, 1)
-  elif kind == "haze":
-    u = 0.85 * u + 0.15 * 200.0
-  else:
-    raise ValueError(f"unknown nuisance {kind!r}")
-  if span == 255.0 and lo == 0.0:
-    u = np.clip(u, 0.0, 255.0)
-  return (u / 255.0 * span + lo).astype(np.float32)
 
 
 def any_nuisance_check(scorer: AnyBandScorer, records, size: int, threshold: float,
@@ -409,27 +375,6 @@ def fixed_capture_reader(model_bands: Sequence[str], bands: Sequence[str] | None
     return bandcodes.select_bands(pixels, bandcodes.capture_codes(names, driver), wanted)[0]
 
   return read
-
-
-def fixed_nuisance_check(scorer, records, size: int, threshold: float, read,
-                         overlap: int = 32, seed: int = 0, kinds: Sequence[str] = NUISANCES,
-                         log=None) -> dict:
-  """The issue's nuisance list (`apply_nuisance`) for a fixed-band model: each pair's before
-  capture (`read(paths)`) paired with itself after each nuisance, through the model's own
-  statistics (`serving_default`); the fraction of pixels flagged per nuisance."""
-  rng = np.random.default_rng(seed)
-  out = {}
-  for kind in kinds:
-    flagged = total = 0
-    for r in records:
-      x = read(r.before)
-      prob = predict_scene(scorer, x, apply_nuisance(x, (), kind, rng), size, overlap)
-      flagged += int(np.count_nonzero(prob >= threshold))
-      total += prob.size
-    out[kind] = flagged / max(total, 1)
-    if log:
-      log(f"nuisance {kind}: {out[kind]:.4%} of pixels flagged")
-  return {"flagged_fraction": out, "max_flagged_fraction": max(out.values()), "seed": seed}
 
 
 def _main_fixed(args, records, info, command: str) -> int:

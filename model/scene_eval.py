@@ -8,6 +8,7 @@ import numpy as np
 
 from changesweep.model import data as pair_data
 from changesweep.model import metrics as pair_metrics
+from changesweep.model.photometric import NUISANCES, apply_nuisance
 
 ProbFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -184,3 +185,24 @@ def format_table(result: dict) -> str:
   lines.append(f"threshold {result['threshold']:.3f}; scene ROC-AUC "
                f"{'n/a' if auc is None else f'{auc:.3f}'} per {result['scene_roc_auc_unit']}")
   return "\n".join(lines)
+
+
+def fixed_nuisance_check(scorer, records, size: int, threshold: float, read,
+                         overlap: int = 32, seed: int = 0, kinds: Sequence[str] = NUISANCES,
+                         log=None) -> dict:
+  """The issue's nuisance list (`apply_nuisance`) for a fixed-band model: each pair's before
+  capture (`read(paths)`) paired with itself after each nuisance, through the model's own
+  statistics (`serving_default`); the fraction of pixels flagged per nuisance."""
+  rng = np.random.default_rng(seed)
+  out = {}
+  for kind in kinds:
+    flagged = total = 0
+    for r in records:
+      x = read(r.before)
+      prob = predict_scene(scorer, x, apply_nuisance(x, (), kind, rng), size, overlap)
+      flagged += int(np.count_nonzero(prob >= threshold))
+      total += prob.size
+    out[kind] = flagged / max(total, 1)
+    if log:
+      log(f"nuisance {kind}: {out[kind]:.4%} of pixels flagged")
+  return {"flagged_fraction": out, "max_flagged_fraction": max(out.values()), "seed": seed}
