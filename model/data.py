@@ -196,22 +196,27 @@ def read_mask(path: str, change_value: float = DEFAULT_CHANGE_VALUE,
   return label
 
 
-def load_pair(record: PairRecord) -> Pair:
-  """Loads the rasters of one manifest row.
+class PairShapeError(ValueError):
+  """A pair whose captures or mask differ in shape or band count (unusable input)."""
+
+
+def load_pair(record: PairRecord, read=read_raster) -> Pair:
+  """Loads the rasters of one manifest row; `read(paths)` reads a capture (default: as it is).
 
   Raises:
-    ValueError: If the captures or the mask differ in shape or band count.
+    PairShapeError: If the captures or the mask differ in shape or band count.
   """
-  before = read_raster(record.before)
-  after = read_raster(record.after)
+  before = read(record.before)
+  after = read(record.after)
   if before.shape != after.shape:
-    raise ValueError(f"pair {record.pair_id!r}: before {before.shape} != after {after.shape}")
+    raise PairShapeError(f"pair {record.pair_id!r}: before {before.shape} != after "
+                         f"{after.shape}")
   label = None
   if record.mask:
     label = read_mask(record.mask, record.change_value, record.nochange_value)
     if label.shape != before.shape[:2]:
-      raise ValueError(f"pair {record.pair_id!r}: mask {label.shape} != image "
-                       f"{before.shape[:2]}")
+      raise PairShapeError(f"pair {record.pair_id!r}: mask {label.shape} != image "
+                           f"{before.shape[:2]}")
   return Pair(record.pair_id, before, after, label)
 
 

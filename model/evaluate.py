@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     if info.band_mode == "any":
       return _main_any(args, records, info, bands, command)
     return _main_fixed(args, records, info, command)
-  except (bandcodes.BandInputError, model_format.ModelDirError) as e:
+  except (bandcodes.BandInputError, model_format.ModelDirError, pair_data.PairShapeError) as e:
     return _fail(str(e).splitlines()[0])
 
 
@@ -399,25 +399,10 @@ def _main_fixed(args, records, info, command: str) -> int:
   pair_norm = normalization != "model"
   scorer = SavedModelScorer(args.model, "normalized" if pair_norm else "serving_default")
   threshold = info.threshold if args.threshold is None else args.threshold
-  scene = None
-  if read is not None:
-    def scene(r: pair_data.PairRecord):
-      before, after = read(r.before), read(r.after)
-      if before.shape != after.shape:
-        raise bandcodes.BandInputError(f"pair {r.pair_id!r}: before {before.shape} != after "
-                                       f"{after.shape}")
-      label = pair_data.read_mask(r.mask, r.change_value, r.nochange_value)
-      if pair_norm:
-        b, a = pair_normalise(before, after, normalization == "capture")
-      else:
-        b, a = before, after
-      prob = predict_scene(scorer, b, a, info.chip_size, args.overlap)
-      return pair_data.Pair(r.pair_id, before, after, label), prob
   t0 = time.time()
   result = evaluate_pairs(scorer, records, info.chip_size, threshold, args.overlap,
                           args.auc_block, log=print,
-                          normalise_pairs=normalization if pair_norm else False,
-                          scene_fn=scene)
+                          normalise_pairs=normalization if pair_norm else False, read=read)
   result["normalization"] = normalization
   result.update({"model_id": info.model_id, "model_kind": info.kind, "model_dir": args.model,
                  "manifest": args.pairs, "pairs": len(records), "command": command,

@@ -101,13 +101,15 @@ def evaluate_pairs(prob_fn: ProbFn, records: list[pair_data.PairRecord], size: i
                    threshold: float, overlap: int = 32, auc_block: int = 64,
                    log: Callable[[str], None] | None = None,
                    keep_maps: bool = False, normalise_pairs: bool | str = False,
-                   scene_fn: Callable | None = None) -> dict:
+                   scene_fn: Callable | None = None,
+                   read: Callable | None = None) -> dict:
   """Runs `prob_fn` over every pair and returns the metrics dictionary (see module doc).
 
   With `normalise_pairs`, each pair is z-scored with its own statistics (`pair_normalise`;
   `"capture"`: each capture with its own) before `prob_fn` (which must then take normalised
   chips). `scene_fn(record) -> Pair-like (label) and prob [H, W]`, when given, replaces the
-  loading and prediction (the any-band path).
+  loading and prediction (the any-band path); `read(paths)`, when given, reads each capture
+  (a fixed-band model picking its bands out of a larger capture).
   """
   total = pair_metrics.Confusion()
   per_pair = {}
@@ -118,7 +120,7 @@ def evaluate_pairs(prob_fn: ProbFn, records: list[pair_data.PairRecord], size: i
     if scene_fn is not None:
       pair, prob = scene_fn(r)
     else:
-      pair = pair_data.load_pair(r)
+      pair = pair_data.load_pair(r, read or pair_data.read_raster)
       before, after = pair.before, pair.after
       if normalise_pairs:
         before, after = pair_normalise(before, after, normalise_pairs == "capture")
