@@ -39,7 +39,7 @@ EPILOG = """examples:
 
 from changesweep.model.scene_eval import (  # noqa: F401  (re-exported)
     ProbFn, predict_scene, block_scores, _zscore, pair_normalise, SavedModelScorer, evaluate_pairs, nuisance_check, format_table,
-    fixed_nuisance_check)
+    fixed_nuisance_check, flagged_fractions)
 
 
 # ----------------------------------------------------------------------------- any-band models
@@ -175,28 +175,21 @@ def any_nuisance_check(scorer: AnyBandScorer, records, size: int, threshold: flo
   `optical_only`, indices and unnamed bands keep each capture's own statistics: mean/std for
   True or "archive_optical", median/MAD for "archive_optical_robust")."""
   from changesweep.transforms import normalization as norm
-  rng = np.random.default_rng(seed)
-  out = {}
-  for kind in kinds:
-    flagged = total = 0
-    for r in records:
-      x, codes = load_any_capture(r.before, bands, scorer.max_bands)
-      y = apply_nuisance(x, codes, kind, rng)
-      if archive is not None and optical_only:
-        mode = optical_only if isinstance(optical_only, str) else norm.ARCHIVE_OPTICAL
-        fn = scorer.prob_fn(codes, norm.mixed_stats(mode, codes, archive, x),
-                            norm.mixed_stats(mode, codes, archive, y))
-      elif archive is not None:
-        fn = scorer.prob_fn(codes, archive, archive)
-      else:
-        fn = scorer.prob_fn(codes, norm.capture_stats(x, codes), norm.capture_stats(y, codes))
-      prob = predict_scene(fn, scorer.pad(x), scorer.pad(y), size, overlap)
-      flagged += int(np.count_nonzero(prob >= threshold))
-      total += prob.size
-    out[kind] = flagged / max(total, 1)
-    if log:
-      log(f"nuisance {kind}: {out[kind]:.4%} of pixels flagged")
-  return {"flagged_fraction": out, "max_flagged_fraction": max(out.values()), "seed": seed}
+
+  def scene_prob(r, kind, rng):
+    x, codes = load_any_capture(r.before, bands, scorer.max_bands)
+    y = apply_nuisance(x, codes, kind, rng)
+    if archive is not None and optical_only:
+      mode = optical_only if isinstance(optical_only, str) else norm.ARCHIVE_OPTICAL
+      fn = scorer.prob_fn(codes, norm.mixed_stats(mode, codes, archive, x),
+                          norm.mixed_stats(mode, codes, archive, y))
+    elif archive is not None:
+      fn = scorer.prob_fn(codes, archive, archive)
+    else:
+      fn = scorer.prob_fn(codes, norm.capture_stats(x, codes), norm.capture_stats(y, codes))
+    return predict_scene(fn, scorer.pad(x), scorer.pad(y), size, overlap)
+
+  return flagged_fractions(scene_prob, records, threshold, kinds, seed, log)
 
 
 def record_row(path: str, model_id: str, name: str, band_set: str, command: str,

@@ -189,22 +189,32 @@ def format_table(result: dict) -> str:
   return "\n".join(lines)
 
 
-def fixed_nuisance_check(scorer, records, size: int, threshold: float, read,
-                         overlap: int = 32, seed: int = 0, kinds: Sequence[str] = NUISANCES,
-                         log=None) -> dict:
-  """The issue's nuisance list (`apply_nuisance`) for a fixed-band model: each pair's before
-  capture (`read(paths)`) paired with itself after each nuisance, through the model's own
-  statistics (`serving_default`); the fraction of pixels flagged per nuisance."""
+def flagged_fractions(scene_prob: Callable, records, threshold: float, kinds: Sequence[str],
+                      seed: int = 0, log=None) -> dict:
+  """The nuisance checks' tally: for each nuisance `kind`, the fraction of all pixels with
+  `p >= threshold` over `scene_prob(record, kind, rng) -> prob [H, W]` of every record."""
   rng = np.random.default_rng(seed)
   out = {}
   for kind in kinds:
     flagged = total = 0
     for r in records:
-      x = read(r.before)
-      prob = predict_scene(scorer, x, apply_nuisance(x, (), kind, rng), size, overlap)
+      prob = scene_prob(r, kind, rng)
       flagged += int(np.count_nonzero(prob >= threshold))
       total += prob.size
     out[kind] = flagged / max(total, 1)
     if log:
       log(f"nuisance {kind}: {out[kind]:.4%} of pixels flagged")
   return {"flagged_fraction": out, "max_flagged_fraction": max(out.values()), "seed": seed}
+
+
+def fixed_nuisance_check(scorer, records, size: int, threshold: float, read,
+                         overlap: int = 32, seed: int = 0, kinds: Sequence[str] = NUISANCES,
+                         log=None) -> dict:
+  """The issue's nuisance list (`apply_nuisance`) for a fixed-band model: each pair's before
+  capture (`read(paths)`) paired with itself after each nuisance, through the model's own
+  statistics (`serving_default`); the fraction of pixels flagged per nuisance."""
+  def scene_prob(r, kind, rng):
+    x = read(r.before)
+    return predict_scene(scorer, x, apply_nuisance(x, (), kind, rng), size, overlap)
+
+  return flagged_fractions(scene_prob, records, threshold, kinds, seed, log)
