@@ -216,7 +216,7 @@ def run_sweep(archive: str, output: str, model: str, workers: int = 2, maps: boo
   cmd += extra or []
   if in_process:
     return _run_sweep_in_process(cmd[4:], output)
-  start = time.perf_counter()
+  start, cpu_start = time.perf_counter(), children_cpu_s()
   proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
   if sample_rss:
@@ -228,17 +228,32 @@ def run_sweep(archive: str, output: str, model: str, workers: int = 2, maps: boo
   else:
     sampler = None
     out, err = proc.communicate(timeout=timeout)
-  wall = time.perf_counter() - start
+  wall, cpu = time.perf_counter() - start, children_cpu_s() - cpu_start
   if proc.returncode != 0:
     raise RuntimeError(f"sweep failed ({proc.returncode}): {' '.join(cmd)}\n{err[-3000:]}")
   with open(os.path.join(output, "run.json")) as f:
     summary = json.load(f)
-  result = {"wall_s": round(wall, 2), "counts": summary["counts"], **losses(summary),
+  result = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "counts": summary["counts"],
+            **losses(summary),
             "command": " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c
                                 for c in cmd[1:])}
+  if summary.get("step_seconds"):  # the busiest steps (Beam's execution-time metrics)
+    result["step_seconds"] = dict(list(summary["step_seconds"].items())[:12])
   if sampler:
     result["rss"] = sampler.peaks()
   return result
+
+
+def children_cpu_s() -> float:
+  """User + system CPU seconds of this process's finished children and theirs.
+
+  A sweep's worker processes are waited for by the sweep, so the difference around one sweep
+  is the CPU time of its whole process tree (interpreter, runner and workers): a figure that,
+  unlike wall time, does not move when another job shares the cores.
+  """
+  import resource
+  usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return usage.ru_utime + usage.ru_stime
 
 
 def losses(summary: dict) -> dict:

@@ -35,16 +35,20 @@ def run(smoke: bool = False, counts=COUNTS, size: int = 256, repeats: int = 3) -
     for n in (1, *counts):
       archive = common.write_archive(os.path.join(tmp, f"a{n}"), n, size)
       reps = repeats if n <= 100 else 1
-      walls = []
+      walls, cpus = [], []
       for r in range(reps):
         res = common.run_sweep(archive, os.path.join(tmp, f"out{n}-{r}"), common.CVA_MODEL,
                                workers=workers, maps=True, in_process=smoke)
         if res["counts"]["pairs"] != n:
           raise RuntimeError(f"{n}-pair archive: the sweep scored {res['counts']['pairs']} pairs")
         walls.append(res["wall_s"])
+        if res.get("cpu_s") is not None:
+          cpus.append(res["cpu_s"])
         common.remove(os.path.join(tmp, f"out{n}-{r}"))
       runs[n] = {"pairs": n, "walls_s": walls, "wall_s": statistics.median(walls),
                  "command": res["command"]}
+      if len(cpus) == len(walls):
+        runs[n].update({"cpus_s": cpus, "cpu_s": statistics.median(cpus)})
       common.remove(archive)
   finally:
     common.remove(tmp)
@@ -75,6 +79,16 @@ def summarise(runs: dict, counts, smoke: bool = False) -> dict:
   spread = ((max(resolved.values()) - min(resolved.values())) / min(resolved.values())
             if len(resolved) >= 2 else None)
   noise = max(max(r["walls_s"]) - min(r["walls_s"]) for r in runs.values())
+  # The same slopes in CPU seconds of the sweep's process tree: wall time on 2 cores also
+  # holds how well the run's fixed part fills both of them, CPU time only the work done.
+  cpu_slopes = ({f"{prev}-{n}": round((runs[n]["cpu_s"] - runs[prev]["cpu_s"]) / (n - prev), 4)
+                 for prev, n in zip(sizes, sizes[1:])}
+                if all("cpu_s" in runs[n] for n in sizes) else None)
+  cpu_spread = None
+  if cpu_slopes:
+    cpu_compared = [cpu_slopes[k] for k in compared if cpu_slopes[k] > 0]
+    if len(cpu_compared) >= 2:
+      cpu_spread = round((max(cpu_compared) - min(cpu_compared)) / min(cpu_compared), 3)
   return {
       "benchmark": "scaling", "smoke": smoke, "model": "model/shipped/cva-s2", "workers": 1 if smoke else 2,
       "synthetic": "4-band uint16 GeoTIFFs of 256^2 px, tiled 256, uncompressed, 2 per location",
@@ -85,6 +99,8 @@ def summarise(runs: dict, counts, smoke: bool = False) -> dict:
       "unresolved": sorted(set(compared) - set(resolved)),
       "start_up_noise_s": round(noise, 2),
       "spread": round(spread, 3) if spread is not None else None,
+      "cpu_slope_s_per_pair": cpu_slopes,
+      "cpu_spread": cpu_spread,
       "target": f"time per pair (start-up amortised) constant within {TARGET_SPREAD:.0%} "
                 f"(max - min) / min over the resolved slopes past 10 pairs",
       "target_met": bool(spread is not None and spread <= TARGET_SPREAD and not

@@ -73,7 +73,13 @@ def rows() -> list[tuple[str, str, str, str, str]]:
               if k in compared and k not in s.get("unresolved", [])]
     out.append(("time per pair, 10 -> 100 vs 100 -> 1000 pairs (CVA, 256^2 scenes)",
                 f"{s['spread']:.1%} apart ({', '.join(f'{v * 1000:.1f}' for v in slopes)} "
-                f"ms/pair)", "10%", "5%", "scaling.json `spread`"))
+                f"ms/pair)" + (f"; CPU time {s['cpu_spread']:.1%} apart ("
+                               + ", ".join(f"{s['cpu_slope_s_per_pair'][k] * 1000:.0f}"
+                                           for k in compared) + " ms/pair)"
+                               if s.get("cpu_spread") is not None else ""),
+                "10%", "5%", "scaling.json `spread`" + (", `cpu_spread`"
+                                                         if s.get("cpu_spread") is not None
+                                                         else "")))
   if st:
     out.append(("start-up of a local sweep (1 pair, default model, report included; "
                 f"`import tensorflow` alone: {st['import_tensorflow_s']} s)",

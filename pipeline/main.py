@@ -323,6 +323,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
       f.write(json.dumps(summary, indent=2).encode() + b"\n")
     return summary
   summary = summarize_run(cfg, metrics.counters_of(result))
+  summary["step_seconds"] = metrics.step_seconds(result)  # where a run's work went, by step
   from changesweep.pipeline import stac
 
   tiles = os.path.join(cfg.output, "maps", "_tiles")

@@ -35,3 +35,26 @@ def counters_of(result) -> dict[str, int]:
       key = f"{ns[len(NAMESPACE) + 1:]}/{c.key.metric.name}"
       out[key] = out.get(key, 0) + (c.committed if c.committed is not None else c.attempted)
   return dict(sorted(out.items()))
+
+
+EXECUTION_TIME = "metric:ptransform_execution_time:total_msecs:v1"
+
+
+def step_seconds(result, min_seconds: float = 0.05) -> dict[str, float]:
+  """Seconds each step of the graph spent on its elements, summed over workers, largest first.
+
+  These are Beam's own execution-time metrics (a sampler in every worker attributes its time
+  to the step running); the local runner reports them, a runner that does not gives `{}`.
+  Steps under `min_seconds` are left out.
+  """
+  try:
+    counters = result.monitoring_metrics().query()["counters"]
+  except (AttributeError, NotImplementedError, KeyError):
+    return {}
+  totals: dict[str, float] = {}
+  for c in counters:
+    if c.key.metric.namespace == "beam" and c.key.metric.name == EXECUTION_TIME and c.key.step:
+      msecs = c.committed if c.committed is not None else c.attempted
+      totals[c.key.step] = totals.get(c.key.step, 0.0) + (msecs or 0) / 1000.0
+  return {step: round(s, 2) for step, s in sorted(totals.items(), key=lambda kv: -kv[1])
+          if s >= min_seconds}

@@ -42,6 +42,18 @@ def test_sample_archive_gives_one_row_per_consecutive_pair(sample_run):
     assert 0 < r["changed_fraction"] < 0.5 and r["regions"]
 
 
+def test_run_json_says_where_the_seconds_went_by_step(sample_run):
+  out, summary = sample_run
+  with open(out / "run.json") as f:
+    steps = json.load(f)["step_seconds"]
+  assert steps == summary["step_seconds"] and list(steps.values()) == sorted(
+      steps.values(), reverse=True)
+  assert all(s >= 0.05 for s in steps.values())
+  # the chips' reads and the pair aggregation did work on this archive
+  assert any("ReadChips" in step for step in steps)
+  assert any("FinishPair" in step for step in steps)
+
+
 def test_parquet_holds_the_same_rows_as_jsonl_and_schemas_sit_beside_them(sample_run):
   out, _ = sample_run
   for table in ("pairs", "chips"):
