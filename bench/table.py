@@ -19,6 +19,8 @@ from bench import common  # noqa: E402
 RESULTS = os.path.join(ROOT, "bench", "results")
 README = os.path.join(ROOT, "bench", "README.md")
 START, END = "<!-- figures:start -->", "<!-- figures:end -->"
+STEPS_START, STEPS_END = "<!-- steps:start -->", "<!-- steps:end -->"
+TOP_STEPS = 10
 
 
 def load(name: str) -> dict | None:
@@ -93,8 +95,40 @@ def table() -> str:
   return "\n".join(lines)
 
 
+def _step_name(step: str) -> str:
+  """A step's name without its model branch (`Score[model]/`) or Beam's repeated ParDo."""
+  name = step.split("]/", 1)[1] if step.startswith("Score[") else step
+  parts = name.split("/")
+  return "/".join(p for i, p in enumerate(parts) if i == 0 or p != parts[i - 1])
+
+
+def steps_table() -> str:
+  """Seconds per step of the N-pair sweeps of benchmarks 1 and 2 (run.json `step_seconds`)."""
+  sources = []
+  o, io = load("overhead"), load("io_bound")
+  if o and (o.get("sweep", {}).get("runs", {}).get("big") or {}).get("step_seconds"):
+    big = o["sweep"]["runs"]["big"]
+    sources.append(("overhead.json, learned model", big, big["counts"]["chips"]))
+  if io and ((io.get("runs", {}).get("big") or {}).get("sweep") or {}).get("step_seconds"):
+    big = io["runs"]["big"]["sweep"]
+    sources.append(("io_bound.json, CVA", big, big["counts"]["chips"]))
+  if not sources:
+    return "not measured (run `python bench/run_all.py`)"
+  lines = []
+  for title, run, chips in sources:
+    cpu = f", {run['cpu_s']} s of CPU in all" if run.get("cpu_s") is not None else ""
+    lines += [f"**{title}**: {chips} chips, {run['wall_s']} s wall{cpu}; the busiest "
+              f"{min(TOP_STEPS, len(run['step_seconds']))} steps, summed over both workers:",
+              "", "| step | s | ms per chip |", "|---|---|---|"]
+    for step, sec in list(run["step_seconds"].items())[:TOP_STEPS]:
+      lines.append(f"| `{_step_name(step)}` | {sec:.2f} | {1000 * sec / chips:.1f} |")
+    lines.append("")
+  return "\n".join(lines).rstrip()
+
+
 def rewrite(text: str) -> str:
   try:
+    text = common.with_section(text, STEPS_START, STEPS_END, steps_table())
     return common.with_section(text, START, END, table())
   except ValueError as e:
     raise SystemExit(f"{README}: {e}") from None
