@@ -142,7 +142,10 @@ def render_table(rows: list[Row]) -> str:
            "|---|---|" + "---|" * len(METRICS) + "---|"]
   for r in rows:
     figures = " | ".join("–" if r.metrics[m] is None else f"{r.metrics[m]:.3f}" for m in METRICS)
-    lines.append(f"| {_cell(r.name)} | {_cell(r.band_set)} | {figures} | "
+    # a row recorded by `evaluate --record` is named by its band set only ("s2_4"): the
+    # table then also names the model
+    name = f"`{r.model_id}`, {r.name}" if " " not in r.name.strip() else r.name
+    lines.append(f"| {_cell(name)} | {_cell(r.band_set)} | {figures} | "
                  f"`{_cell(r.command)}` |")
   return "\n".join(lines) + "\n"
 

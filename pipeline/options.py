@@ -11,12 +11,14 @@ SHIPPED = os.path.join(REPO_ROOT, "model", "shipped")
 # captures have (3-band red/green/blue: the RGB model scores them better, see README "Models"),
 # then, where both captures have at least MULTISPECTRAL_MIN_OPTICAL_BANDS identified optical
 # bands, DEFAULT_MULTISPECTRAL_MODEL, else DEFAULT_MODEL (indices, SAR, unnamed single bands,
-# small optical sets). On the train cities' validation split v2 scores 4 and 13 Sentinel-2
-# bands better (0.487 / 0.488 F1 against v3's 0.465 / 0.461) and v3 an unnamed NDVI band
-# (0.236 against 0.126): model/README.md.
+# small optical sets). On the train cities' validation split the ensemble of v2 and the
+# fixed-band Sentinel-2 specialist (`model/ensemble.py`) scores 4 and 13 Sentinel-2 bands best
+# (0.519 / 0.519 F1; v2 alone 0.487 / 0.488, v3 0.465 / 0.461), and v3 an unnamed NDVI band
+# (0.236 against v2's 0.126): model/README.md. Captures without the specialist's B02, B03,
+# B04 and B08 get v2 alone inside the ensemble.
 DEFAULT_MODEL = os.path.join(SHIPPED, "changesweep-anyband-s2-v3")
 DEFAULT_FIXED_MODELS = (os.path.join(SHIPPED, "changesweep-siamdiff-oscd-rgb-v1"),)
-DEFAULT_MULTISPECTRAL_MODEL = os.path.join(SHIPPED, "changesweep-anyband-s2-v2")
+DEFAULT_MULTISPECTRAL_MODEL = os.path.join(SHIPPED, "changesweep-ensemble-s2-v1")
 MULTISPECTRAL_MIN_OPTICAL_BANDS = 4
 
 

@@ -16,7 +16,7 @@ from changesweep.pipeline.sinks import read_jsonl_rows
 from tests.conftest import SAMPLE_ARCHIVE, SAMPLE_LABELS  # noqa: F401
 
 ANY = "changesweep-anyband-s2-v3"
-MULTI = "changesweep-anyband-s2-v2"  # the multispectral choice (>= 4 optical bands)
+MULTI = "changesweep-ensemble-s2-v1"  # the multispectral choice (>= 4 optical bands)
 RGB = "changesweep-siamdiff-oscd-rgb-v1"
 
 

@@ -71,7 +71,7 @@ def test_gpu_hint_sits_on_the_inference_step_only(tmp_path):
   inference = [n for n in hints if "BeamML_RunInference" in n]
   # without --model every default model scores (per-pair choice): each inference step is hinted
   assert {n.split("/")[0] for n in inference} == {
-      "Score[changesweep-siamdiff-oscd-rgb-v1]", "Score[changesweep-anyband-s2-v2]",
+      "Score[changesweep-siamdiff-oscd-rgb-v1]", "Score[changesweep-ensemble-s2-v1]",
       "Score[changesweep-anyband-s2-v3]"}
   assert all(hints[n] == spec for n in inference)
   assert set(hints) - set(inference) == {"CheckGpu/Check"}
