@@ -416,6 +416,18 @@ class AnyBandSampler:
     return b, a, np.tile(codes[None], (n, 1)), lab
 
 
+def validation_views(val_parts: Sequence[City], sets: Sequence[str], mode: str,
+                     archive: tuple[np.ndarray, np.ndarray] | None) -> dict:
+  """`{set: (band codes, [(before, after, label) per city])}` of the `VALIDATION_SETS` named,
+  normalised as `mode` does (the input of `train_anyband.validate`)."""
+  views = {}
+  for name in sets:
+    bs = fixed_band_set(VALIDATION_SETS[name], unknown=name in UNKNOWN_VALIDATION_SETS)
+    views[name] = (np.asarray(bs.codes, np.float32),
+                   [validation_view(c, bs, mode, archive) + (c.label,) for c in val_parts])
+  return views
+
+
 def validation_view(city: City, band_set: BandSet, mode: str,
                     archive: tuple[np.ndarray, np.ndarray] | None
                     ) -> tuple[np.ndarray, np.ndarray]:

@@ -27,7 +27,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -118,13 +117,7 @@ def build(anyband_dir: str, specialist_dir: str, s2_root: str, out: str,
   mode = info.raw.get("normalization", "capture_robust")
   train_parts, val_parts = anyband.load_cities(s2_root, None, val_fraction)
   archive = anyband.archive_stats(train_parts) if mode.startswith("archive") else None
-  views = {}
-  for name in sets:
-    bs = anyband.fixed_band_set(anyband.VALIDATION_SETS[name],
-                                unknown=name in anyband.UNKNOWN_VALIDATION_SETS)
-    views[name] = (np.asarray(bs.codes, np.float32),
-                   [anyband.validation_view(c, bs, mode, archive) + (c.label,)
-                    for c in val_parts])
+  views = anyband.validation_views(val_parts, sets, mode, archive)
   val = train_anyband.validate(train_anyband._logit_runner(model), views, info.chip_size)
   log(f"validation: mean F1 {val['f1']:.3f} at {val['threshold']:.2f}, per set "
       + ", ".join(f"{k} {v:.3f}" for k, v in val["per_set"].items()))

@@ -167,12 +167,8 @@ def train_anyband(s2_root: str, out: str, epochs: int = 6, steps_per_epoch: int 
   log(f"{len(train_parts)} cities in {time.time() - t_start:.0f}s; train pixels "
       f"{sum(c.label.size for c in train_parts)}, validation pixels "
       f"{sum(c.label.size for c in val_parts)} (every strip, with or without change)")
-  views = {}
-  for name, chans in anyband.VALIDATION_SETS.items():
-    bs = anyband.fixed_band_set(chans, unknown=name in anyband.UNKNOWN_VALIDATION_SETS)
-    views[name] = (np.asarray(bs.codes, np.float32),
-                   [anyband.validation_view(c, bs, normalization, archive) + (c.label,)
-                    for c in val_parts])
+  views = anyband.validation_views(val_parts, tuple(anyband.VALIDATION_SETS), normalization,
+                                   archive)
 
   model = net.build_anyband_network(widths, seed=seed)
   if init_from:

@@ -75,13 +75,7 @@ def anyband_curves(model_dir: str, train_parts, val_parts, sets: Sequence[str]) 
   archive = anyband.archive_stats(train_parts) if mode.startswith("archive") else None
   model = net.build_anyband_network(tuple(info.raw["training"]["widths"]))
   model.load_weights(train_anyband.init_weights_path(model_dir))
-  views = {}
-  for name in sets:
-    bs = anyband.fixed_band_set(anyband.VALIDATION_SETS[name],
-                                unknown=name in anyband.UNKNOWN_VALIDATION_SETS)
-    views[name] = (np.asarray(bs.codes, np.float32),
-                   [anyband.validation_view(c, bs, mode, archive) + (c.label,)
-                    for c in val_parts])
+  views = anyband.validation_views(val_parts, sets, mode, archive)
   val = train_anyband.validate(train_anyband._logit_runner(model), views, info.chip_size)
   return {"threshold": info.threshold, "curves": val["curves"], "normalization": mode}
 
