@@ -94,8 +94,11 @@ def read_pair_window(reader: WindowReader, pair: Pair, chip: tiling.Chip,
   after, valid_a = reader.read(a.uris, pair.after_bands, window, a.nodata, a.mask_uri,
                                a.mask_band, mask_values, **read_options(pair, "after"))
   valid = valid_b & valid_a
-  return (np.where(valid[..., None], before, 0.0), np.where(valid[..., None], after, 0.0),
-          valid)
+  invalid = ~valid
+  if invalid.any():  # in place: the reader's arrays are this chip's own
+    before[invalid] = 0.0
+    after[invalid] = 0.0
+  return before, after, valid
 
 
 def read_chip(reader: WindowReader, pair: Pair, chip: tiling.Chip, chip_size: int,
@@ -105,6 +108,17 @@ def read_chip(reader: WindowReader, pair: Pair, chip: tiling.Chip, chip_size: in
   return preprocessing.make_instance(
       chip_key(pair, chip.index).to_bytes(), tiling.pad_chip(before, chip_size),
       tiling.pad_chip(after, chip_size), tiling.pad_chip(valid.astype(np.float32), chip_size))
+
+
+def read_model_input(reader: WindowReader, pair: Pair, chip: tiling.Chip, chip_size: int,
+                     mask_values: tuple[int, ...] = ()
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Reads one chip of both captures as the scoring call takes it: `before`, `after`
+  `[S, S, C]` and `valid` `[S, S]`, float32, padded to `chip_size`."""
+  before, after, valid = read_pair_window(reader, pair, chip, mask_values)
+  return (tiling.pad_chip(before, chip_size).astype(np.float32, copy=False),
+          tiling.pad_chip(after, chip_size).astype(np.float32, copy=False),
+          tiling.pad_chip(valid.astype(np.float32), chip_size))
 
 
 def is_transient(error: Exception) -> bool:
@@ -162,3 +176,12 @@ class ReadChips(beam.DoFn):
   def teardown(self):
     self.reader.close()
 
+
+class ReadModelInputs(ReadChips):
+  """`(Pair, Chip)` -> `(ChipKey, (before, after, valid))` for `scoring.ScoreChips`."""
+
+  def read(self, pair: Pair, chip: tiling.Chip, **side):
+    return read_model_input(self.reader, pair, chip, self.chip_size, self.mask_values)
+
+  def emit(self, pair: Pair, chip: tiling.Chip, example):
+    return chip_key(pair, chip.index), example

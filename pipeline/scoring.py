@@ -1,4 +1,10 @@
-"""Normalise chips with tf.Transform and score them with RunInference over the model directory."""
+"""Score raw chips with RunInference: the tf.Transform normalisation and the network in one call.
+
+The transform_fn (the model's own, or the one this run's statistics pass wrote) is applied
+inside the scoring call, as TFX serves a model with its Transform graph attached: chips go
+from the reader to the model with no Arrow round trip, and on Dataflow the normalisation runs
+on the GPU beside the network.
+"""
 from __future__ import annotations
 
 import apache_beam as beam
@@ -20,23 +26,35 @@ class SavedModelHandler(TFModelHandlerNumpy):
   Beam's handler loads with Keras `load_model`, which refuses plain SavedModels with
   signatures; only loading changes here, batching and metrics stay Beam's.
 
+  With `transform_dir` (a tf.Transform transform_fn directory) the served model normalises raw
+  chips with it before the network; RunInference's model-update side input
+  (`model_metadata_pcoll`) can replace it with the transform_fn this run computed
+  (`update_model_path`): the network stays, its statistics change. Without it, chips arrive
+  normalised.
+
   With `accelerator` (a Dataflow accelerator spec, see `pipeline.dataflow`) the inference step
   carries it as a resource hint, and with `require_gpu` loading fails on a worker without a
   GPU instead of silently scoring on CPU.
   """
 
   def __init__(self, *args, accelerator: str | None = None, require_gpu: bool = False,
-               **kwargs):
+               transform_dir: str | None = None, **kwargs):
     super().__init__(*args, **kwargs)
     self._accelerator = accelerator
     self._require_gpu = require_gpu or bool(accelerator)
+    self._transform_dir = transform_dir
+
+  def update_model_path(self, model_path: str | None = None):
+    """A model update names a transform_fn directory (`statistics_update`), not a network."""
+    if model_path:
+      self._transform_dir = model_path
 
   def load_model(self):
     if self._require_gpu:
       from changesweep.pipeline import dataflow
 
       dataflow.require_gpu("RunInference")
-    return ChangeModel(self._model_uri)
+    return ChangeModel(self._model_uri, self._transform_dir)
 
   def get_resource_hints(self) -> dict:
     return {"accelerator": self._accelerator} if self._accelerator else {}
@@ -53,35 +71,72 @@ class LazySignature:
     self._uri = model_uri
     self._signature = signature
     self._fn = None
+    self._loaded = None
 
-  def __call__(self, **inputs):
+  def function(self):
+    """The loaded signature (a concrete function); load outside any `tf.function` trace."""
     if self._fn is None:
       import tensorflow as tf
 
-      self._fn = tf.saved_model.load(self._uri).signatures[self._signature]
-    return self._fn(**inputs)
+      # the loaded object owns the variables: a signature outliving it fails when called
+      # from another tf.function
+      self._loaded = tf.saved_model.load(self._uri)
+      self._fn = self._loaded.signatures[self._signature]
+    return self._fn
+
+  def __call__(self, **inputs):
+    return self.function()(**inputs)
 
 
 class ChangeModel:
-  """A SavedModel's `normalized` signature behind one public method, numpy in and out.
+  """A SavedModel's `normalized` signature, after a transform_fn, behind one public method,
+  numpy in and out.
 
   With `model_copies` or `large_model` Beam serves the model from another process through a
   proxy that forwards public method calls only (no attributes such as `.signatures`), and
   pickles their arguments and results: hence a method, and numpy in and out.
   """
 
-  def __init__(self, model_uri: str):
+  def __init__(self, model_uri: str, transform_dir: str | None = None):
     self._fn = LazySignature(model_uri, NORMALIZED_SIGNATURE)
+    self._transform_dir = transform_dir
+    self._normalized_call = None
 
-  def score(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """`[N, S, S, C]` normalised before/after chips -> `[N, S, S]` change probabilities."""
+  def _with_transform(self):
+    """One graph: the transform_fn's normalisation, then the network (loaded at first use)."""
+    if self._normalized_call is None:
+      import tensorflow as tf
+
+      normalise = preprocessing.load_normalizer(self._transform_dir)
+      fn = self._fn.function()
+      size, bands = normalise.chip_size, normalise.num_bands
+      chips = tf.TensorSpec([None, size, size, bands], tf.float32)
+
+      @tf.function(input_signature=[chips, chips, tf.TensorSpec([None, size, size], tf.float32)])
+      def call(before, after, valid):
+        before_n, after_n = normalise(before, after, valid)
+        return fn(before=before_n, after=after_n)[OUTPUT_KEY]
+
+      call.normalise = normalise  # keeps the transform layer's resources alive
+      self._normalized_call = call
+    return self._normalized_call
+
+  def score(self, before: np.ndarray, after: np.ndarray,
+            valid: np.ndarray | None = None) -> np.ndarray:
+    """`[N, S, S, C]` before/after chips (raw with a transform_fn, else normalised) and their
+    `[N, S, S]` validity -> `[N, S, S]` change probabilities."""
     import tensorflow as tf
 
-    return self._fn(before=tf.constant(before), after=tf.constant(after))[OUTPUT_KEY].numpy()
+    if self._transform_dir is None:
+      return self._fn(before=tf.constant(before), after=tf.constant(after))[OUTPUT_KEY].numpy()
+    if valid is None:
+      valid = np.ones(before.shape[:3], np.float32)
+    return self._with_transform()(tf.constant(before), tf.constant(after),
+                                  tf.constant(valid)).numpy()
 
 
 def infer_chips(model, batch, inference_args=None, model_id=None):
-  """Runs the `normalized` signature on `(before [S, S, C], after [S, S, C], valid [S, S])` chips.
+  """Scores `(before [S, S, C], after [S, S, C], valid [S, S])` chips (`chips.read_model_input`).
 
   Args:
     model: a `ChangeModel`, or Beam's proxy of one when the model is shared across processes.
@@ -91,7 +146,7 @@ def infer_chips(model, batch, inference_args=None, model_id=None):
     example itself is dropped so pixels are not carried further than needed.
   """
   before, after, valid = (np.stack(part) for part in zip(*batch))
-  prob = np.asarray(model.score(before, after))
+  prob = np.asarray(model.score(before, after, valid))
   out = np.stack([np.clip(prob, 0.0, 1.0) * valid, valid], axis=-1)
   return [PredictionResult(None, o, model_id) for o in out]
 
@@ -152,24 +207,6 @@ def to_record_batch(instances: dict | list[dict]):
       [preprocessing.KEY, preprocessing.BEFORE, preprocessing.AFTER, preprocessing.VALID])
 
 
-def to_model_inputs(transformed, num_bands: int, chip_size: int
-                    ) -> list[tuple[ChipKey, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
-  """A transformed record batch -> `(ChipKey, (before, after, valid))` per chip, views of the
-  batch's arrays (`infer_chips` stacks them once; no per-chip copy in between)."""
-  batch = transformed[0] if isinstance(transformed, tuple) else transformed
-
-  def values(name: str, width: int) -> np.ndarray:
-    flat = batch.column(batch.schema.get_field_index(name)).flatten()
-    return flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(
-        batch.num_rows, chip_size, chip_size, width)
-
-  keys = batch.column(batch.schema.get_field_index(preprocessing.KEY)).flatten().to_pylist()
-  before = values(preprocessing.BEFORE, num_bands)
-  after = values(preprocessing.AFTER, num_bands)
-  valid = values(preprocessing.VALID, 1)[..., 0]
-  return [(ChipKey.from_bytes(key), (before[i], after[i], valid[i])) for i, key in enumerate(keys)]
-
-
 def to_chip_score(keyed: tuple[ChipKey, PredictionResult]) -> tuple[ChipKey, ChipScore]:
   key, result = keyed
   out = np.asarray(result.inference)
@@ -194,45 +231,43 @@ def capped_batch_size(batch_size: int, max_batch_bytes: int | None, chip_size: i
 
 def make_model_handler(saved_model_dir: str, batch_size: int, large_model: bool = False,
                        model_copies: int | None = None, accelerator: str | None = None,
-                       require_gpu: bool = False) -> KeyedModelHandler:
-  """The keyed RunInference handler; see SavedModelHandler for `accelerator`/`require_gpu`."""
+                       require_gpu: bool = False,
+                       transform_dir: str | None = None) -> KeyedModelHandler:
+  """The keyed RunInference handler; see SavedModelHandler for `transform_dir`, `accelerator`
+  and `require_gpu`."""
   return KeyedModelHandler(SavedModelHandler(
       saved_model_dir, inference_fn=infer_chips, min_batch_size=1, max_batch_size=batch_size,
       large_model=large_model, model_copies=model_copies, accelerator=accelerator,
-      require_gpu=require_gpu))
+      require_gpu=require_gpu, transform_dir=transform_dir))
+
+
+def statistics_update(written, transform_dir: str):
+  """The model-update side input that hands RunInference the transform_fn this run wrote:
+  one `ModelMetadata` naming `transform_dir`, emitted once `WriteTransformFn` (`written`, its
+  completion) has published it."""
+  from apache_beam.ml.inference.base import ModelMetadata
+
+  return written | "NameTransformFn" >> beam.Map(
+      lambda _: ModelMetadata(model_id=transform_dir, model_name="archive_statistics"))
 
 
 class ScoreChips(beam.PTransform):
-  """Raw chip instances + a transform_fn -> `(ChipKey, ChipScore)` and the inference DLQ.
+  """`(ChipKey, (before, after, valid))` raw chips -> `(ChipKey, ChipScore)` and the inference
+  DLQ.
 
-  Normalisation is tf.Transform's `TransformDataset` with either the statistics computed over
-  this archive or the model's own, fed and read as Arrow record batches; scoring is
-  `RunInference` on the model's `normalized` signature.
+  The handler normalises with its transform_fn inside the model call; `statistics`
+  (`statistics_update`) replaces that transform_fn with the one this run computed before the
+  first chip is scored (RunInference waits on it as a side input).
   """
 
-  def __init__(self, transform_fn, handler: KeyedModelHandler, num_bands: int, chip_size: int,
-               batch_size: int = 8):
+  def __init__(self, handler: KeyedModelHandler, statistics=None):
     super().__init__()
-    self.transform_fn = transform_fn
     self.handler = handler
-    self.num_bands = num_bands
-    self.chip_size = chip_size
-    self.batch_size = batch_size
+    self.statistics = statistics
 
-  def expand(self, instances):
-    import tensorflow_transform.beam as tft_beam
-
-    bands, size = self.num_bands, self.chip_size
-    # tf.Transform's batches are the model's: every batch is copied ~5 times between the
-    # reader and the model (record batch, tensors, transformed batch, model input), so 32-chip
-    # batches held ~0.4 GB per worker on 4 bands, and the graph call costs little per chip.
-    batches = (instances
-               | "BatchChips" >> beam.BatchElements(min_batch_size=min(8, self.batch_size),
-                                                    max_batch_size=self.batch_size)
-               | "ToRecordBatches" >> beam.Map(to_record_batch))
-    transformed, _ = (((batches, raw_tensor_adapter_config(bands, size)), self.transform_fn)
-                      | "Normalize" >> tft_beam.TransformDataset(output_record_batches=True))
-    results, dlq = (transformed
-                    | "ToModelInput" >> beam.FlatMap(to_model_inputs, bands, size)
-                    | "RunInference" >> RunInference(self.handler).with_exception_handling())
+  def expand(self, chips):
+    results, dlq = (chips
+                    | "RunInference" >> RunInference(
+                        self.handler, model_metadata_pcoll=self.statistics
+                    ).with_exception_handling())
     return results | "ToChipScores" >> beam.Map(to_chip_score), dlq

@@ -11,7 +11,8 @@ from apache_beam.io.filesystems import FileSystems
 from changesweep.model.model_dir import ModelInfo
 from changesweep.pipeline import aggregate, dataflow, geoio, incremental, pair_summary
 from changesweep.pipeline.bigquery import WriteRowsToBigQuery
-from changesweep.pipeline.chips import ReadChips, in_statistics_sample, plan_chips
+from changesweep.pipeline.chips import (ReadChips, ReadModelInputs, in_statistics_sample,
+                                        plan_chips)
 from changesweep.pipeline.coregistration import MeasureMisregistration
 from changesweep.pipeline.elements import ChipFailure, Pair
 from changesweep.pipeline.listing import KnownFileRecords, ListCaptures
@@ -23,7 +24,8 @@ from changesweep.transforms.bands import BandError, resolve_bands
 from changesweep.pipeline.usability import MaskSpec
 from changesweep.pipeline.progress import ReportProgress
 from changesweep.pipeline.scoring import (ScoreChips, capped_batch_size, make_model_handler,
-                              raw_tensor_adapter_config, to_record_batch)
+                                         raw_tensor_adapter_config, statistics_update,
+                                         to_record_batch)
 from changesweep.pipeline import schemas
 from changesweep.pipeline.sinks import WriteTable
 from changesweep.transforms import preprocessing
@@ -143,12 +145,14 @@ def _counted_sample(task, chip_size: int, overlap: int, per_pair: int) -> bool:
 
 
 def _score_fixed_bands(cfg: SweepConfig, p, tasks):
-  """Fixed-band models: tf.Transform statistics (this archive's or the model's), then the
-  `normalized` signature. Returns `(scores, read failures, inference DLQ)`."""
-  import tensorflow_transform.beam as tft_beam
-
+  """Fixed-band models: tf.Transform statistics (this archive's, or the model's own), applied
+  with the network in one RunInference call. Returns `(scores, read failures, inference DLQ)`.
+  """
   size, nbands = cfg.chip_size, len(cfg.bands)
+  statistics = None
   if cfg.statistics == "archive":
+    import tensorflow_transform.beam as tft_beam
+
     sample = (tasks
               | "SampleChips[Statistics]" >> beam.Filter(
                   _counted_sample, size, cfg.chip_overlap, cfg.statistics_chips)
@@ -161,25 +165,23 @@ def _score_fixed_bands(cfg: SweepConfig, p, tasks):
                | "ToRecordBatches[Statistics]" >> beam.Map(to_record_batch))
     transform_fn = ((batches, raw_tensor_adapter_config(nbands, size)) | "ComputeStatistics" >>
                     tft_beam.AnalyzeDataset(preprocessing.make_preprocessing_fn(nbands, size)))
-    _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
-        FileSystems.join(cfg.output, "transform_fn"))
-  else:
-    transform_fn = p | "ReadModelStatistics" >> tft_beam.ReadTransformFn(
-        cfg.model.transform_dir)
+    path = FileSystems.join(cfg.output, "transform_fn")
+    written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(path)
+    statistics = statistics_update(written, path)
   # Scoring reads its chips in a stage of its own: in the stage that also feeds the
-  # statistics, the chips could not be fused with the normalisation that waits on them, and
-  # the runner would hold every chip of the sweep in memory between the two.
+  # statistics, the chips could not be fused with the scoring that waits on them, and the
+  # runner would hold every chip of the sweep in memory between the two.
   chips = (tasks
            | "ReshuffleChips[Score]" >> beam.Reshuffle()
            | "ReadChips[Score]" >> beam.ParDo(
-               ReadChips(size, mask_values=cfg.masks.values)).with_outputs("failed",
-                                                                           main="chips"))
+               ReadModelInputs(size, mask_values=cfg.masks.values)).with_outputs(
+                   "failed", main="chips"))
   batch = capped_batch_size(cfg.batch_size, cfg.max_batch_bytes, size, nbands)
   handler = make_model_handler(
       cfg.model.saved_model_dir, batch, model_copies=cfg.model_copies,
-      accelerator=cfg.accelerator if cfg.gpu_hints else None, require_gpu=bool(cfg.accelerator))
-  scores, dlq = chips.chips | "ScoreChips" >> ScoreChips(transform_fn, handler, nbands, size,
-                                                         batch)
+      accelerator=cfg.accelerator if cfg.gpu_hints else None, require_gpu=bool(cfg.accelerator),
+      transform_dir=cfg.model.transform_dir)
+  scores, dlq = chips.chips | "ScoreChips" >> ScoreChips(handler, statistics)
   return scores, chips.failed, dlq
 
 

@@ -171,7 +171,7 @@ def test_a_run_where_every_pair_fails_the_same_way_exits_non_zero(tmp_path, monk
                                                                    capsys):
   from changesweep.pipeline import scoring
 
-  def out_of_memory(self, before, after):
+  def out_of_memory(self, before, after, valid=None):
     raise RuntimeError(f"OOM when allocating tensor with shape {list(before.shape)}")
 
   monkeypatch.setattr(scoring.ChangeModel, "score", out_of_memory)

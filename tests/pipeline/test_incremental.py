@@ -170,16 +170,16 @@ def test_a_failed_pair_is_retried_the_next_night_and_accounting_holds(tmp_path, 
 
   archive, state = tmp_path / "archive", tmp_path / "state.jsonl"
   write_series(str(archive), "a", ["2020-01-01", "2020-02-01", "2020-03-01"], h=40, w=48)
-  read_chip = chips.read_chip
+  read_pair_window = chips.read_pair_window
 
   def flaky(reader, pair, *args, **kwargs):  # night 1: the pair into February fails
     if pair.after.captured_at.startswith("2020-02-01"):
       raise ValueError("storage unavailable")
-    return read_chip(reader, pair, *args, **kwargs)
+    return read_pair_window(reader, pair, *args, **kwargs)
 
-  monkeypatch.setattr(chips, "read_chip", flaky)
+  monkeypatch.setattr(chips, "read_pair_window", flaky)
   night1 = _sweep(archive, tmp_path / "night1", "--state", str(state))
-  monkeypatch.setattr(chips, "read_chip", read_chip)
+  monkeypatch.setattr(chips, "read_pair_window", read_pair_window)
   assert _pairs(tmp_path / "night1") == [("a", "2020-02-01", "2020-03-01")]
   assert night1["counts"]["dead_letters"] == 1 and night1["accounting"]["ok"]
   night2 = _sweep(archive, tmp_path / "night2", "--state", str(state))

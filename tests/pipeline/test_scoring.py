@@ -9,7 +9,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from changesweep.model.format import ModelDirError, export_model_dir, read_model_info
 from changesweep.pipeline.elements import PROB_SCALE
 from changesweep.pipeline.elements import ChipKey
-from changesweep.pipeline.scoring import make_model_handler, to_chip_score
+from changesweep.pipeline.scoring import (ScoreChips, make_model_handler, statistics_update,
+                                         to_chip_score)
 from changesweep.transforms import preprocessing as pp
 
 SIZE, BANDS = 16, 2
@@ -37,7 +38,7 @@ def tiny_model(tmp_path_factory):
 
 
 def chip(before, after, valid):
-  """A model input as `to_model_inputs` makes it: (before, after, valid)."""
+  """A model input as `chips.read_model_input` makes it: (before, after, valid)."""
   return (np.full((SIZE, SIZE, BANDS), before, np.float32),
           np.full((SIZE, SIZE, BANDS), after, np.float32),
           np.full((SIZE, SIZE), valid, np.float32))
@@ -99,3 +100,55 @@ def test_model_directory_is_validated(tiny_model, tmp_path):
   (tmp_path / "metadata.json").write_text('{"format": "x"}')
   with pytest.raises(ModelDirError, match="missing field"):
     read_model_info(str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def shifted_statistics(tmp_path_factory):
+  """A transform_fn over chips of mean 5, std 2 (the tiny model's own: mean 0, std 1)."""
+  rng = np.random.default_rng(2)
+  inst = [pp.make_instance(str(i), rng.normal(5, 2, (SIZE, SIZE, BANDS)),
+                           rng.normal(5, 2, (SIZE, SIZE, BANDS)), np.ones((SIZE, SIZE)))
+          for i in range(3)]
+  return pp.analyze_to_dir(inst, BANDS, SIZE, str(tmp_path_factory.mktemp("shifted")))
+
+
+def normalised_then_scored(tiny_model, transform_dir, raw):
+  """What the old path gave: tf.Transform's normalisation, then the `normalized` signature."""
+  before, after, valid = raw
+  b, a = pp.load_normalizer(transform_dir)(before[None], after[None], valid[None])
+  model = make_model_handler(tiny_model.saved_model_dir, batch_size=1).load_model()
+  return model.score(b.numpy(), a.numpy())[0]
+
+
+def test_handler_with_a_transform_fn_scores_raw_chips(tiny_model):
+  handler = make_model_handler(tiny_model.saved_model_dir, batch_size=4,
+                               transform_dir=tiny_model.transform_dir)
+  rng = np.random.default_rng(3)
+  raw = (rng.normal(0, 1, (SIZE, SIZE, BANDS)).astype(np.float32),
+         rng.normal(0.5, 1, (SIZE, SIZE, BANDS)).astype(np.float32),
+         np.ones((SIZE, SIZE), np.float32))
+  [(_, result)] = handler.run_inference([("p/0", raw)], handler.load_model())
+  assert np.allclose(result.inference[..., 0],
+                     normalised_then_scored(tiny_model, tiny_model.transform_dir, raw), atol=1e-6)
+
+
+def test_statistics_side_input_replaces_the_models_transform_fn(tiny_model, shifted_statistics):
+  # The sweep's archive statistics reach RunInference as a model update: chips must be
+  # normalised with them, not with the statistics the model was trained with.
+  handler = make_model_handler(tiny_model.saved_model_dir, batch_size=2,
+                               transform_dir=tiny_model.transform_dir)
+  raw = (np.full((SIZE, SIZE, BANDS), 5.0, np.float32), np.full((SIZE, SIZE, BANDS), 5.5,
+                                                                  np.float32),
+         np.ones((SIZE, SIZE), np.float32))
+  expected = normalised_then_scored(tiny_model, shifted_statistics, raw)
+  own = normalised_then_scored(tiny_model, tiny_model.transform_dir, raw)
+  assert abs(expected.mean() - own.mean()) > 0.1  # the two statistics score differently
+  key = ChipKey("pairA", 0, SIZE, SIZE, "loc", "2020-01-01")
+  with TestPipeline(runner="FnApiRunner") as p:
+    statistics = statistics_update(p | "Written" >> beam.Create([None]), shifted_statistics)
+    scores, dlq = (p | beam.Create([(key, raw)])
+                   | ScoreChips(handler, statistics))
+    out = scores | beam.MapTuple(lambda k, s: int(s.prob.mean().round()))
+    assert_that(out, equal_to([int(np.round(expected * PROB_SCALE).mean().round())]),
+                label="scores")
+    assert_that(dlq.failed_inferences, equal_to([]), label="no failures")
