@@ -238,8 +238,10 @@ class AnyBandHandler(SavedModelHandler):
 
 def make_anyband_handler(saved_model_dir: str, batch_size: int, model_copies: int | None = None,
                          accelerator: str | None = None, require_gpu: bool = False):
+  # batches start full, as in `scoring.make_model_handler`
   return KeyedModelHandler(AnyBandHandler(
-      saved_model_dir, inference_fn=infer_anyband, min_batch_size=1, max_batch_size=batch_size,
+      saved_model_dir, inference_fn=infer_anyband, min_batch_size=min(8, batch_size),
+      max_batch_size=batch_size,
       model_copies=model_copies, accelerator=accelerator, require_gpu=require_gpu))
 
 

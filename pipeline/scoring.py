@@ -235,8 +235,11 @@ def make_model_handler(saved_model_dir: str, batch_size: int, large_model: bool 
                        transform_dir: str | None = None) -> KeyedModelHandler:
   """The keyed RunInference handler; see SavedModelHandler for `transform_dir`, `accelerator`
   and `require_gpu`."""
+  # Batches start full: a call costs a fixed few ms (the transform layer, the signature), and
+  # Beam's adaptive batching would otherwise open every bundle with batches of 1 and 2.
   return KeyedModelHandler(SavedModelHandler(
-      saved_model_dir, inference_fn=infer_chips, min_batch_size=1, max_batch_size=batch_size,
+      saved_model_dir, inference_fn=infer_chips, min_batch_size=min(8, batch_size),
+      max_batch_size=batch_size,
       large_model=large_model, model_copies=model_copies, accelerator=accelerator,
       require_gpu=require_gpu, transform_dir=transform_dir))
 
