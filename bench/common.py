@@ -352,3 +352,15 @@ def save(name: str, result: dict, smoke: bool) -> str:
 
 def remove(path: str) -> None:
   shutil.rmtree(path, ignore_errors=True)
+
+
+def median_run(runs: list[dict]) -> dict:
+  """The run with the median wall time of repeated sweeps of one archive, with every run's
+  wall and CPU times beside it (`walls_s`, `cpus_s`): one sweep on this machine moves by
+  10-20% between repeats, more than the figures' margins."""
+  ordered = sorted(runs, key=lambda r: r["wall_s"])
+  median = dict(ordered[(len(ordered) - 1) // 2])
+  median["walls_s"] = [r["wall_s"] for r in runs]
+  if all("cpu_s" in r for r in runs):
+    median["cpus_s"] = [r["cpu_s"] for r in runs]
+  return median

@@ -4,7 +4,8 @@ The CVA model costs almost nothing per pixel, so the sweep's time here is readin
 and moving chips. The reference is `bench/plain_cva.py` (rasterio + numpy, one process, two
 passes like the sweep's archive statistics). Both run as subprocesses on the same synthetic
 archive, a 1-pair one and an N-pair one, so the ratio is given for the whole run and at the
-margin (start-up taken out). The pair scores of both are compared as a check that they did
+margin (start-up taken out); each of the four runs `--repeats` times, interleaved, at its
+median wall time. The pair scores of both are compared as a check that they did
 the same work.
 
     python bench/io_bound.py            # full size (README figures)
@@ -42,7 +43,8 @@ def sweep_scores(output: str) -> dict[str, float]:
   return {r["after_uri"]: r["change_score"] for r in read_jsonl_rows(output, "pairs")}
 
 
-def run(smoke: bool = False, pairs: int = 24, size: int = 1024, keep: bool = False) -> dict:
+def run(smoke: bool = False, pairs: int = 24, size: int = 1024, keep: bool = False,
+        repeats: int = 3) -> dict:
   if smoke:
     pairs, size = 2, 256
   workers = 1 if smoke else 2
@@ -50,13 +52,23 @@ def run(smoke: bool = False, pairs: int = 24, size: int = 1024, keep: bool = Fal
   results = {}
   try:
     # a smoke run only proves the script works: one archive, no marginal ratio
-    for name, n in ((("small", 1),) if not smoke else ()) + (("big", pairs),):
-      archive = common.write_archive(os.path.join(tmp, name), n, size)
-      out = os.path.join(tmp, f"out-{name}")
-      plain = run_plain(archive)
-      sweep = common.run_sweep(archive, out, common.CVA_MODEL, workers=workers, maps=False,
-                               in_process=smoke)
-      scores = sweep_scores(out)
+    names = (("small", 1),) if not smoke else ()
+    names += (("big", pairs),)
+    archives = {name: common.write_archive(os.path.join(tmp, name), n, size)
+                for name, n in names}
+    plains, sweeps = {name: [] for name, _ in names}, {name: [] for name, _ in names}
+    # both sweeps and both plain runs repeated, interleaved; each at its median wall time
+    for r in range(1 if smoke else repeats):
+      for name, _ in names:
+        plains[name].append(run_plain(archives[name]))
+        out = os.path.join(tmp, f"out-{name}-{r}")
+        sweeps[name].append({**common.run_sweep(archives[name], out, common.CVA_MODEL,
+                                                workers=workers, maps=False, in_process=smoke),
+                             "output": out})
+    for name, n in names:
+      plain = common.median_run(plains[name])
+      sweep = common.median_run(sweeps[name])
+      scores = sweep_scores(sweep.pop("output"))
       rows = plain.pop("rows")
       diff = max((abs(scores[r["after_uri"]] - r["change_score"]) for r in rows
                   if r["after_uri"] in scores), default=None)
@@ -76,6 +88,7 @@ def run(smoke: bool = False, pairs: int = 24, size: int = 1024, keep: bool = Fal
   chips = big["chips"] - (small["chips"] if small else 0)
   return {
       "benchmark": "io_bound", "smoke": smoke, "model": "model/shipped/cva-s2", "workers": workers,
+      "repeats": 1 if smoke else repeats,
       "archive": {"pairs": pairs, "scene_px": size, "chips": big["chips"],
                   "synthetic": "4-band uint16 GeoTIFF, tiled 256, uncompressed"},
       "runs": results,
@@ -94,8 +107,9 @@ def main(argv=None) -> int:
   parser.add_argument("--pairs", type=int, default=24)
   parser.add_argument("--size", type=int, default=1024)
   parser.add_argument("--keep", action="store_true", help="keep the synthetic archives")
+  parser.add_argument("--repeats", type=int, default=3, help="runs of each archive (median)")
   args = parser.parse_args(argv)
-  result = run(args.smoke, args.pairs, args.size, args.keep)
+  result = run(args.smoke, args.pairs, args.size, args.keep, args.repeats)
   result["machine"] = common.machine()
   print(json.dumps(result, indent=2))
   print("wrote", common.save("io_bound", result, args.smoke))
