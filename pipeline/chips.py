@@ -104,10 +104,9 @@ def read_pair_window(reader: WindowReader, pair: Pair, chip: tiling.Chip,
 def read_chip(reader: WindowReader, pair: Pair, chip: tiling.Chip, chip_size: int,
               mask_values: tuple[int, ...] = ()) -> dict:
   """Reads one chip of both captures into a tf.Transform instance, padded to `chip_size`."""
-  before, after, valid = read_pair_window(reader, pair, chip, mask_values)
-  return preprocessing.make_instance(
-      chip_key(pair, chip.index).to_bytes(), tiling.pad_chip(before, chip_size),
-      tiling.pad_chip(after, chip_size), tiling.pad_chip(valid.astype(np.float32), chip_size))
+  return preprocessing.make_instance(chip_key(pair, chip.index).to_bytes(),
+                                     *read_model_input(reader, pair, chip, chip_size,
+                                                       mask_values))
 
 
 def read_model_input(reader: WindowReader, pair: Pair, chip: tiling.Chip, chip_size: int,

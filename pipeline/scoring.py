@@ -117,20 +117,17 @@ class ChangeModel:
         before_n, after_n = normalise(before, after, valid)
         return fn(before=before_n, after=after_n)[OUTPUT_KEY]
 
-      call.normalise = normalise  # keeps the transform layer's resources alive
       self._normalized_call = call
     return self._normalized_call
 
   def score(self, before: np.ndarray, after: np.ndarray,
             valid: np.ndarray | None = None) -> np.ndarray:
-    """`[N, S, S, C]` before/after chips (raw with a transform_fn, else normalised) and their
-    `[N, S, S]` validity -> `[N, S, S]` change probabilities."""
+    """`[N, S, S, C]` before/after chips (raw with a transform_fn, else normalised) and, with a
+    transform_fn, their `[N, S, S]` validity -> `[N, S, S]` change probabilities."""
     import tensorflow as tf
 
     if self._transform_dir is None:
       return self._fn(before=tf.constant(before), after=tf.constant(after))[OUTPUT_KEY].numpy()
-    if valid is None:
-      valid = np.ones(before.shape[:3], np.float32)
     return self._with_transform()(tf.constant(before), tf.constant(after),
                                   tf.constant(valid)).numpy()
 
@@ -236,7 +233,7 @@ def make_model_handler(saved_model_dir: str, batch_size: int, large_model: bool 
   """The keyed RunInference handler; see SavedModelHandler for `transform_dir`, `accelerator`
   and `require_gpu`."""
   # Batches start full: a call costs a fixed few ms (the transform layer, the signature), and
-  # Beam's adaptive batching would otherwise open every bundle with batches of 1 and 2.
+  # Beam's adaptive batching opens every bundle at its minimum batch size.
   return KeyedModelHandler(SavedModelHandler(
       saved_model_dir, inference_fn=infer_chips, min_batch_size=min(8, batch_size),
       max_batch_size=batch_size,

@@ -144,7 +144,7 @@ def _counted_sample(task, chip_size: int, overlap: int, per_pair: int) -> bool:
   return keep
 
 
-def _score_fixed_bands(cfg: SweepConfig, p, tasks):
+def _score_fixed_bands(cfg: SweepConfig, tasks):
   """Fixed-band models: tf.Transform statistics (this archive's, or the model's own), applied
   with the network in one RunInference call. Returns `(scores, read failures, inference DLQ)`.
   """
@@ -258,7 +258,7 @@ class ScoreAndAggregate(beam.PTransform):
     if cfg.max_bands:
       scores, read_failed, dlq = _score_any_band(cfg, pairs, tasks)
     else:
-      scores, read_failed, dlq = _score_fixed_bands(cfg, pairs.pipeline, tasks)
+      scores, read_failed, dlq = _score_fixed_bands(cfg, tasks)
     failures = ((read_failed | "KeyReadFailures" >> beam.Map(lambda f: (f.pair_id, f)),
                  dlq.failed_inferences | "KeyInferenceFailures" >> beam.FlatMap(
                      _inference_failures))

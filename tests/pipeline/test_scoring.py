@@ -23,13 +23,18 @@ class MeanDiff(tf.Module):
     return tf.sigmoid(4.0 * tf.reduce_mean(after - before, axis=-1))
 
 
+def statistics_dir(tmp_path_factory, seed: int, mean: float, std: float) -> str:
+  """A transform_fn written by tf.Transform over 3 random chips of this mean and std."""
+  rng = np.random.default_rng(seed)
+  inst = [pp.make_instance(str(i), rng.normal(mean, std, (SIZE, SIZE, BANDS)),
+                           rng.normal(mean, std, (SIZE, SIZE, BANDS)), np.ones((SIZE, SIZE)))
+          for i in range(3)]
+  return pp.analyze_to_dir(inst, BANDS, SIZE, str(tmp_path_factory.mktemp("t")))
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-  rng = np.random.default_rng(1)
-  inst = [pp.make_instance(str(i), rng.normal(0, 1, (SIZE, SIZE, BANDS)),
-                           rng.normal(0, 1, (SIZE, SIZE, BANDS)), np.ones((SIZE, SIZE)))
-          for i in range(3)]
-  tdir = pp.analyze_to_dir(inst, BANDS, SIZE, str(tmp_path_factory.mktemp("t")))
+  tdir = statistics_dir(tmp_path_factory, 1, 0.0, 1.0)
   out = str(tmp_path_factory.mktemp("m") / "tiny")
   info = export_model_dir(out, MeanDiff(), tdir, {
       "model_id": "tiny", "version": "0", "kind": "cva", "bands": ["B1", "B2"],
@@ -105,11 +110,7 @@ def test_model_directory_is_validated(tiny_model, tmp_path):
 @pytest.fixture(scope="module")
 def shifted_statistics(tmp_path_factory):
   """A transform_fn over chips of mean 5, std 2 (the tiny model's own: mean 0, std 1)."""
-  rng = np.random.default_rng(2)
-  inst = [pp.make_instance(str(i), rng.normal(5, 2, (SIZE, SIZE, BANDS)),
-                           rng.normal(5, 2, (SIZE, SIZE, BANDS)), np.ones((SIZE, SIZE)))
-          for i in range(3)]
-  return pp.analyze_to_dir(inst, BANDS, SIZE, str(tmp_path_factory.mktemp("shifted")))
+  return statistics_dir(tmp_path_factory, 2, 5.0, 2.0)
 
 
 def normalised_then_scored(tiny_model, transform_dir, raw):
