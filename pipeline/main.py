@@ -14,7 +14,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TypeOptions
 
 from changesweep.model.model_dir import ModelDirError, read_model_info
-from changesweep.pipeline import accounting, dataflow, failures, listing, metrics, sinks
+from changesweep.pipeline import (accounting, dataflow, failures, listing, local_workers, metrics,
+                                  sinks)
 from changesweep.pipeline.layout import Layout
 from changesweep.pipeline.options import (DEFAULT_FIXED_MODELS, DEFAULT_MULTISPECTRAL_MODEL,
                                           MULTISPECTRAL_MIN_OPTICAL_BANDS, SweepOptions)
@@ -314,8 +315,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
   lap("setup_s")
   build_sweep(p, cfg, temp_dir)
   lap("graph_s")
-  result = p.run()
-  result.wait_until_finish()
+  with local_workers.worker_environment(options):
+    result = p.run()
+    result.wait_until_finish()
   lap("pipeline_s")
   if cfg.dry_run:
     summary = summarize_dry_run(cfg, metrics.counters_of(result))
