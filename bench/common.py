@@ -354,6 +354,13 @@ def remove(path: str) -> None:
   shutil.rmtree(path, ignore_errors=True)
 
 
+def median(values: list[float]) -> float:
+  """The median (the mean of the middle two for an even count)."""
+  import statistics
+
+  return statistics.median(values)
+
+
 def median_run(runs: list[dict]) -> dict:
   """The run with the median wall time of repeated sweeps of one archive, with every run's
   wall and CPU times beside it (`walls_s`, `cpus_s`): one sweep on this machine moves by
