@@ -25,9 +25,9 @@ class SavedModelHandler(ModelHandler):
 
   Beam's TensorFlow handlers load with Keras `load_model`, which refuses plain SavedModels with
   signatures, and their module imports tensorflow_hub and tf_keras, which nothing here uses
-  (0.5-0.7 s in the runner and in every worker process). So this handler implements Beam's
-  interface itself; batching, metrics, model sharing (`model_copies`, `large_model`) and
-  model updates stay Beam's RunInference.
+  (0.2-0.5 s of import in the runner and in every worker process). So this handler
+  implements Beam's interface itself; batching, metrics, model sharing (`model_copies`,
+  `large_model`) and model updates stay Beam's RunInference.
 
   With `transform_dir` (a tf.Transform transform_fn directory) the served model normalises raw
   chips with it before the network; RunInference's model-update side input
