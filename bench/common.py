@@ -354,19 +354,17 @@ def remove(path: str) -> None:
   shutil.rmtree(path, ignore_errors=True)
 
 
-def median(values: list[float]) -> float:
-  """The median (the mean of the middle two for an even count)."""
-  import statistics
-
-  return statistics.median(values)
+def median_item(items: list[dict], key: str) -> dict:
+  """A copy of the item with the median `key` (the lower one for an even count)."""
+  ordered = sorted(items, key=lambda item: item[key])
+  return dict(ordered[(len(ordered) - 1) // 2])
 
 
 def median_run(runs: list[dict]) -> dict:
   """The run with the median wall time of repeated sweeps of one archive, with every run's
   wall and CPU times beside it (`walls_s`, `cpus_s`): one sweep on this machine moves by
   10-20% between repeats, more than the figures' margins."""
-  ordered = sorted(runs, key=lambda r: r["wall_s"])
-  median = dict(ordered[(len(ordered) - 1) // 2])
+  median = median_item(runs, "wall_s")
   median["walls_s"] = [r["wall_s"] for r in runs]
   if all("cpu_s" in r for r in runs):
     median["cpus_s"] = [r["cpu_s"] for r in runs]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -115,7 +116,7 @@ def run(smoke: bool = False, pairs: int = 12, size: int = 1024, keep: bool = Fal
   finally:
     if not keep:
       common.remove(tmp)
-  bare = dict(sorted(bares, key=lambda b: b["chips_per_s"])[(len(bares) - 1) // 2])
+  bare = common.median_item(bares, "chips_per_s")
   bare["chips_per_s_runs"] = [b["chips_per_s"] for b in bares]
   chips_big = sweeps["big"]["counts"]["chips"]
   whole = chips_big / sweeps["big"]["wall_s"]
@@ -134,20 +135,21 @@ def run(smoke: bool = False, pairs: int = 12, size: int = 1024, keep: bool = Fal
         marginal_ratios.append(
             (chips_big - runs["small"][i]["counts"]["chips"]) / dt_i / b["chips_per_s"])
   mp = CHIP * CHIP / 1e6
-  ratio = common.median(marginal_ratios) if marginal_ratios else None
+  ratio = statistics.median(marginal_ratios) if marginal_ratios else None
   return {
       "benchmark": "overhead", "smoke": smoke, "model": os.path.relpath(model, common.ROOT),
       "model_note": model_note, "bands": list(bands),
       "archive": {"pairs": pairs, "scene_px": size, "chips": chips_big,
                   "synthetic": "4-band uint16 GeoTIFF, tiled 256, uncompressed"},
-      "workers": workers, "repeats": 1 if smoke else repeats, "bare": {**bare, "megapixels_per_s": round(bare["chips_per_s"] * mp, 2)},
+      "workers": workers, "repeats": 1 if smoke else repeats,
+      "bare": {**bare, "megapixels_per_s": round(bare["chips_per_s"] * mp, 2)},
       "sweep": {"whole_run_chips_per_s": round(whole, 2),
                 "whole_run_megapixels_per_s": round(whole * mp, 2),
                 "marginal_chips_per_s": round(marginal, 2) if marginal else None,
                 "marginal_megapixels_per_s": round(marginal * mp, 2) if marginal else None,
                 "runs": sweeps},
       "ratio_marginal": round(ratio, 3) if ratio else None,
-      "ratio_whole_run": round(common.median(whole_ratios), 3),
+      "ratio_whole_run": round(statistics.median(whole_ratios), 3),
       "ratio_note": "median over repeats of each repeat's ratio (its own bare-model rate and "
                     "sweeps, taken minutes apart); the rates above are the median runs'",
       "ratio_marginal_runs": [round(x, 3) for x in marginal_ratios],

@@ -244,7 +244,6 @@ def test_the_sweep_graph_passes_beams_type_checks(tmp_path, model):
   assert "pairs" in outputs
 
 
-
 def test_two_local_worker_processes_give_the_in_process_rows_and_maps(tmp_path):
   # Worker processes end without interpreter teardown (pipeline.local_workers): nothing they
   # wrote may be missing. The model's own statistics: archive statistics summed across two
