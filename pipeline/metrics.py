@@ -44,8 +44,9 @@ def step_seconds(result, min_seconds: float = 0.05) -> dict[str, float]:
   """Seconds each step of the graph spent on its elements, summed over workers, largest first.
 
   These are Beam's own execution-time metrics (a sampler in every worker attributes its time
-  to the step running); the local runner reports them, a runner that does not gives `{}`.
-  Steps under `min_seconds` are left out.
+  to the step running, every 200 ms); the local runner reports them, a runner that does not
+  gives `{}`. Steps under `min_seconds` are left out; below a few tenths of a second a figure
+  says more about where the sampler's ticks fell than about the step.
   """
   try:
     counters = result.monitoring_metrics().query()["counters"]

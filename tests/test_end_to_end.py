@@ -49,8 +49,10 @@ def test_run_json_says_where_the_seconds_went_by_step(sample_run):
   assert steps == summary["step_seconds"] and list(steps.values()) == sorted(
       steps.values(), reverse=True)
   assert all(s >= 0.05 for s in steps.values())
-  # the chips' reads and the pair aggregation did work on this archive
-  assert any("ReadChips" in step for step in steps)
+  # Scoring and the pair aggregation carry this archive's work (about 1-2 s each). Beam samples
+  # execution time every 200 ms, so the chip reads (0.1-0.3 s here) may or may not clear the
+  # floor; tests/pipeline/test_metrics.py checks the summing and the floor on fixed counters.
+  assert any("RunInference" in step for step in steps)
   assert any("FinishPair" in step for step in steps)
 
 
