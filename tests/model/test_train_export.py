@@ -1,4 +1,5 @@
 """Train on tiny generated pairs, export, load back, evaluate; baselines through the same format."""
+import glob
 import json
 import os
 import shutil
@@ -154,3 +155,67 @@ def test_unsupervised_exports_through_the_model_format(trained, tmp_path):
   prob = module.signatures["serving_default"](before=tf.constant(before),
                                               after=tf.constant(after))["change_prob"].numpy()
   assert prob.shape == (2, SIZE, SIZE) and ((prob > 0) & (prob < 1)).all()
+
+
+MAX_OBJECTS = 40  # user objects in a SavedModel that holds signatures and their state only
+
+
+def _saved_objects(model_dir):
+  """Kinds of the objects a model's SavedModel rebuilds at every load, counted."""
+  import collections
+
+  from tensorflow.core.protobuf import saved_model_pb2
+
+  graph = saved_model_pb2.SavedModel()
+  with open(os.path.join(model_dir, "saved_model", "saved_model.pb"), "rb") as f:
+    graph.ParseFromString(f.read())
+  nodes = graph.meta_graphs[0].object_graph_def.nodes
+  return collections.Counter(n.WhichOneof("kind") for n in nodes)
+
+
+def test_export_holds_the_signatures_and_their_state_not_the_keras_layers(trained):
+  """Every scoring process loads the SavedModel; Keras layer objects there only cost load time."""
+  import keras
+  _, out, _ = trained
+  net = keras.models.load_model(os.path.join(out, "network.keras"))
+  objects = _saved_objects(out)
+  assert objects["variable"] == len(net.weights)
+  # the root, the signature map and the tf.Transform layer's ~25 containers; the network's
+  # layers, saved as objects, would add about 600 (test below)
+  assert objects["user_object"] < MAX_OBJECTS, objects
+
+
+SHIPPED = sorted(os.path.dirname(p) for p in glob.glob(os.path.join(
+    os.path.dirname(model_format.__file__), "shipped", "*", "metadata.json")))
+
+
+@pytest.mark.parametrize("model_dir", SHIPPED, ids=os.path.basename)
+def test_shipped_saved_models_hold_only_their_signatures_and_state(model_dir):
+  objects = _saved_objects(model_dir)
+  assert objects["user_object"] < MAX_OBJECTS, objects
+
+
+def test_slimming_an_export_that_holds_its_layers_keeps_every_output(trained, tmp_path):
+  """A model directory saved the old way (the whole module, Keras layers and all), slimmed."""
+  import keras
+  _, out, _ = trained
+  old = str(tmp_path / "old")
+  shutil.copytree(out, old)
+  shutil.rmtree(os.path.join(old, "saved_model"))
+  net = keras.models.load_model(os.path.join(out, "network.keras"))
+  module = model_format._ChangeModule(net, os.path.join(old, "transform_fn"), SIZE, 3)
+  tf.saved_model.save(module, os.path.join(old, "saved_model"), signatures={
+      "serving_default": module.serving_default, "normalized": module.normalized})
+  assert _saved_objects(old)["user_object"] > 10 * MAX_OBJECTS  # what slimming is for
+  before, after = (tf.constant(x) for x in _inputs(2))
+  loaded = tf.saved_model.load(os.path.join(old, "saved_model"))
+  expected = {name: loaded.signatures[name](before=before, after=after)["change_prob"].numpy()
+              for name in ("serving_default", "normalized")}
+
+  model_format.slim_saved_model(old)
+
+  assert _saved_objects(old)["user_object"] < MAX_OBJECTS
+  slim = tf.saved_model.load(os.path.join(old, "saved_model"))
+  for name, want in expected.items():
+    got = slim.signatures[name](before=before, after=after)["change_prob"].numpy()
+    np.testing.assert_array_equal(got, want)
