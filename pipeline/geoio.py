@@ -184,7 +184,7 @@ class WriteRegions(beam.PTransform):
     output: the sweep's output root.
     num_shards: files per format (>= 1).
     jsonl: also write the JSONL rows (then do not write the `regions` table with
-      `sinks.WriteTable`, whose Parquet would take the same names).
+      `sinks.WriteTables`, whose Parquet would take the same names).
     per_pair: also write one GeoJSON per pair.
   """
 

@@ -27,7 +27,7 @@ from changesweep.pipeline.scoring import (ScoreChips, capped_batch_size, make_mo
                                          raw_tensor_adapter_config, statistics_update,
                                          to_record_batch)
 from changesweep.pipeline import schemas
-from changesweep.pipeline.sinks import WriteTable
+from changesweep.pipeline.sinks import WriteTables
 from changesweep.transforms import preprocessing
 
 @dataclasses.dataclass(frozen=True)
@@ -336,9 +336,8 @@ def build_sweep(p: beam.Pipeline, cfg: SweepConfig, temp_dir: str) -> dict:
                              | "ScoreAgainstHistory" >> ScoreAgainstHistory(cfg.history, run_id))
   out = {"pairs": pair_rows, "chips": chip_rows, "first_captures": first_rows,
          "dead_letter": dead, "history": history_rows}
-  for table, pcoll in out.items():
-    pcoll | f"Write[{table}]" >> WriteTable(cfg.output, table, cfg.num_shards,
-                                            parquet=table in ("pairs", "chips", "history"))
+  _ = out | "WriteTables" >> WriteTables(cfg.output, cfg.num_shards,
+                                         parquet=("pairs", "chips", "history"))
   _ = rows.regions | "Write[regions]" >> geoio.WriteRegions(
       cfg.output, cfg.num_shards or geoio.RUNNER_SHARDS)
   if cfg.bigquery_table:
@@ -372,8 +371,7 @@ def _write_dry_run(cfg: SweepConfig, pairs, firsts, dead_letters) -> dict:
       "dead_letter": (dead_letters | "FlattenDeadLetters" >> beam.Flatten()
                       | "DeadLetterRows" >> beam.Map(lambda d: {**d.to_row(), "run_id": run_id})),
   }
-  for table, pcoll in out.items():
-    pcoll | f"Write[{table}]" >> WriteTable(cfg.output, table, cfg.num_shards, parquet=False)
+  _ = out | "WriteTables" >> WriteTables(cfg.output, cfg.num_shards)
   return out
 
 
