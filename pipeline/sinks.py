@@ -56,7 +56,7 @@ def prepare_tables(output: str, tables=SWEEP_TABLES) -> list[str]:
   return stale
 
 
-FORMATS = ("jsonl", "parquet")
+PARQUET_ROW_GROUP = 10_000  # rows a Parquet file buffers before it writes a row group
 
 
 class _TableSink(fileio.FileSink):
@@ -97,9 +97,6 @@ class _TableSink(fileio.FileSink):
       self._writer.close()
       self._writer = None
     self._fh.flush()
-
-
-PARQUET_ROW_GROUP = 10_000
 
 
 class _SinkFor:
