@@ -102,13 +102,8 @@ class _Signatures(tf.Module):
 
   def __init__(self, functions: dict, resources=()):
     super().__init__(name="changesweep_signatures")
-    seen, state = set(), []
-    for fn in functions.values():
-      for v in fn.variables:
-        if id(v) not in seen:
-          seen.add(id(v))
-          state.append(v)
-    self.state = state
+    # each variable once, though both signatures read it
+    self.state = list({id(v): v for fn in functions.values() for v in fn.variables}.values())
     # tables and assets a signature reads (the embedded tf.Transform layer), tracked as they are
     self.resources = [r for r in resources if r is not None]
 
@@ -125,7 +120,7 @@ def slim_saved_model(model_dir: str) -> None:
   """
   info = read_model_info(model_dir)
   loaded = tf.saved_model.load(info.saved_model_dir)
-  functions = {name: fn for name, fn in loaded.signatures.items()}
+  functions = dict(loaded.signatures)
   tmp = info.saved_model_dir.rstrip("/") + ".slim"
   if os.path.exists(tmp):
     shutil.rmtree(tmp)

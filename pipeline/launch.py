@@ -49,8 +49,7 @@ def submit(argv: list[str]):
 
   cfg, options = main.parse_args(expand_run_date(argv))
   main.check_inputs(cfg)
-  sinks.prepare_tables(cfg.output,
-                       sinks.DRY_RUN_TABLES if cfg.dry_run else sinks.SWEEP_TABLES)
+  sinks.prepare_tables(cfg.output, sinks.tables_written(cfg.dry_run))
   sinks.write_schemas(cfg.output)
   all_options = options.get_all_options()
   temp_dir = (all_options.get("temp_location") or all_options.get("staging_location")

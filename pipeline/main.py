@@ -308,8 +308,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
 
   cfg, options = parse_args(list(sys.argv[1:] if argv is None else argv))
   check_inputs(cfg)
-  sinks.prepare_tables(cfg.output,
-                       sinks.DRY_RUN_TABLES if cfg.dry_run else sinks.SWEEP_TABLES)
+  sinks.prepare_tables(cfg.output, sinks.tables_written(cfg.dry_run))
   sinks.write_schemas(cfg.output)
   temp_dir = options.get_all_options().get("temp_location") or tempfile.mkdtemp(prefix="sweep-")
   p = test_pipeline or beam.Pipeline(options=options)
@@ -320,8 +319,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     result = p.run()
     result.wait_until_finish()
   sinks.remove_temp(cfg.output)
-  sinks.check_tables_written(cfg.output,
-                             sinks.DRY_RUN_TABLES if cfg.dry_run else sinks.SWEEP_TABLES)
+  sinks.check_tables_written(cfg.output, sinks.tables_written(cfg.dry_run))
   lap("pipeline_s")
   if cfg.dry_run:
     summary = summarize_dry_run(cfg, metrics.counters_of(result))

@@ -42,6 +42,10 @@ SWEEP_TABLES = ("pairs", "chips", "first_captures", "dead_letter", "history")
 DRY_RUN_TABLES = ("planned_pairs", "first_captures", "dead_letter")
 
 
+def tables_written(dry_run: bool) -> tuple[str, ...]:
+  return DRY_RUN_TABLES if dry_run else SWEEP_TABLES
+
+
 def prepare_tables(output: str, tables=SWEEP_TABLES) -> list[str]:
   """Clears an earlier run's shards and makes the tables' folders; returns what it removed.
 

@@ -208,14 +208,15 @@ def test_slimming_an_export_that_holds_its_layers_keeps_every_output(trained, tm
       "serving_default": module.serving_default, "normalized": module.normalized})
   assert _saved_objects(old)["user_object"] > 10 * MAX_OBJECTS  # what slimming is for
   before, after = (tf.constant(x) for x in _inputs(2))
-  loaded = tf.saved_model.load(os.path.join(old, "saved_model"))
-  expected = {name: loaded.signatures[name](before=before, after=after)["change_prob"].numpy()
-              for name in ("serving_default", "normalized")}
 
+  def outputs():
+    loaded = tf.saved_model.load(os.path.join(old, "saved_model"))
+    return {name: loaded.signatures[name](before=before, after=after)["change_prob"].numpy()
+            for name in ("serving_default", "normalized")}
+
+  expected = outputs()
   model_format.slim_saved_model(old)
 
   assert _saved_objects(old)["user_object"] < MAX_OBJECTS
-  slim = tf.saved_model.load(os.path.join(old, "saved_model"))
-  for name, want in expected.items():
-    got = slim.signatures[name](before=before, after=after)["change_prob"].numpy()
-    np.testing.assert_array_equal(got, want)
+  for name, got in outputs().items():
+    np.testing.assert_array_equal(got, expected[name])
