@@ -198,8 +198,11 @@ def mb(nbytes: int | float) -> float:
 
 def run_sweep(archive: str, output: str, model: str, workers: int = 2, maps: bool = False,
               extra: list[str] | None = None, sample_rss: bool = False, timeout: int = 3600,
-              in_process: bool = False, kill_over_mb: float | None = None) -> dict:
+              in_process: bool = False, kill_over_mb: float | None = None,
+              env: dict[str, str] | None = None) -> dict:
   """Runs `python -m changesweep.pipeline sweep` in a subprocess; returns wall time, counts and RSS peaks.
+
+  `env` adds variables to the sweep's environment.
 
   With `in_process` (smoke runs: no interpreter and TensorFlow start-up per sweep), the sweep
   runs in this process through `pipeline.main.run`, and RSS is that of this process.
@@ -217,8 +220,8 @@ def run_sweep(archive: str, output: str, model: str, workers: int = 2, maps: boo
   if in_process:
     return _run_sweep_in_process(cmd[4:], output)
   start, cpu_start = time.perf_counter(), children_cpu_s()
-  proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+  proc = subprocess.Popen(cmd, cwd=ROOT, env={**ENV, **(env or {})}, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
   if sample_rss:
     with TreeSampler(proc.pid, kill_over_mb=kill_over_mb) as sampler:
       out, err = proc.communicate(timeout=timeout)

@@ -115,9 +115,13 @@ def _sweep(argv):
     SweepOptions._add_argparse_args(parser)
     parser.print_help()
     return 0
+  from changesweep.pipeline import warm_workers
   from changesweep.pipeline.main import main as sweep_main
 
-  return sweep_main(argv)
+  try:
+    return sweep_main(argv)
+  finally:
+    warm_workers.stop()
 
 
 def _delegate(module: str):
@@ -156,5 +160,9 @@ def main(argv: list[str] | None = None) -> int:
 
   if command in USES_TENSORFLOW and not any(a in ("-h", "--help") for a in rest):
     configure_tensorflow(command)
+    if command == "sweep":  # local worker processes import while this one does
+      from changesweep.pipeline import warm_workers
+
+      warm_workers.start(rest)
     quiet_import("tensorflow", verbose)
   exit_after(lambda: COMMANDS[command](rest))

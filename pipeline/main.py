@@ -15,7 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from changesweep.model.model_dir import ModelDirError, read_model_info
 from changesweep.pipeline import (accounting, dataflow, failures, listing, local_workers, metrics,
-                                  sinks)
+                                  sinks, warm_workers)
 from changesweep.pipeline.layout import Layout
 from changesweep.pipeline.options import (DEFAULT_FIXED_MODELS, DEFAULT_MULTISPECTRAL_MODEL,
                                           MULTISPECTRAL_MIN_OPTICAL_BANDS, SweepOptions)
@@ -311,7 +311,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
   sinks.prepare_tables(cfg.output, sinks.tables_written(cfg.dry_run))
   sinks.write_schemas(cfg.output)
   temp_dir = options.get_all_options().get("temp_location") or tempfile.mkdtemp(prefix="sweep-")
-  p = test_pipeline or beam.Pipeline(options=options)
+  # under `changesweep sweep`, local worker processes started before the graph (warm_workers)
+  p = test_pipeline or beam.Pipeline(runner=warm_workers.runner_for(options), options=options)
   lap("setup_s")
   build_sweep(p, cfg, temp_dir)
   lap("graph_s")
