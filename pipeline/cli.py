@@ -33,8 +33,6 @@ CHANGESWEEP_VERBOSE=1) for TensorFlow's and Beam's own log lines.
 
 # Commands that load TensorFlow when they run (not for --help).
 USES_TENSORFLOW = ("sweep", "train", "evaluate", "export-cva")
-# Commands whose TensorFlow serves tf.Transform and SavedModels only, never Keras 3.
-TF_TRANSFORM_ONLY = ("sweep",)
 
 
 @contextlib.contextmanager
@@ -71,20 +69,6 @@ def configure_output(verbose: bool) -> None:
   logging.getLogger("changesweep").setLevel(logging.WARNING)
   for name in ("tensorflow", "absl", "apache_beam"):
     logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def configure_tensorflow(command: str) -> None:
-  """Before TensorFlow's import: its Keras is Keras 2 (`tf_keras`) for a command that only runs
-  tf.Transform and SavedModels.
-
-  tf.Transform works with Keras 2 only: its `keras_lib` sets `TF_USE_LEGACY_KERAS=1` itself
-  (and warns otherwise), but on its own import, after TensorFlow has eagerly imported Keras 3
-  and the scikit-learn Keras 3 pulls in: about 2 s of a sweep's start-up that nothing uses.
-  Set first, TensorFlow skips that import, and local worker processes inherit the setting.
-  The model code's `import keras` is Keras 3 whatever this says; a value the user set is kept.
-  """
-  if command in TF_TRANSFORM_ONLY:
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 
 def quiet_import(module: str, verbose: bool):
@@ -159,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
   from changesweep.model.entry import exit_after
 
   if command in USES_TENSORFLOW and not any(a in ("-h", "--help") for a in rest):
-    configure_tensorflow(command)
     if command == "sweep":  # local worker processes import while this one does
       from changesweep.pipeline import warm_workers
 

@@ -112,15 +112,6 @@ def test_image_has_beam_harness_launcher_and_pip_check(docker):
   assert os.path.exists(os.path.join(DEPLOY, "flex_main.py"))
 
 
-def test_image_imports_tensorflow_as_a_local_sweep_does(docker, monkeypatch):
-  """Dataflow's SDK processes and the launcher skip Keras 3 as the local `changesweep sweep` does."""
-  from changesweep.pipeline import cli
-
-  monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)
-  cli.configure_tensorflow("sweep")
-  assert docker["env"]["TF_USE_LEGACY_KERAS"] == os.environ["TF_USE_LEGACY_KERAS"]
-
-
 def test_flex_template_renders_with_the_image_and_metadata():
   sys.path.insert(0, DEPLOY)
   try:
