@@ -28,7 +28,8 @@ FAST_EXIT_ENV = "CHANGESWEEP_LOCAL_WORKER_FAST_EXIT"
 TF_THREAD_ENVS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 # Beam's SubprocessSdkWorker sets this for every worker process it starts.
 _WORKER_MARK = "CONTROL_API_SERVICE_DESCRIPTOR"
-_LOCAL_RUNNERS = (None, "", "DirectRunner", "SwitchingDirectRunner", "FnApiRunner")
+# The runners that start Beam's local subprocess workers (None: the default, in-process).
+LOCAL_RUNNERS = (None, "", "DirectRunner", "SwitchingDirectRunner", "FnApiRunner")
 
 
 def worker_settings(runner: str | None, running_mode: str | None, num_workers: int | None,
@@ -44,7 +45,7 @@ def worker_settings(runner: str | None, running_mode: str | None, num_workers: i
   Returns:
     Variable -> value; empty unless the local runner starts worker processes.
   """
-  if running_mode != "multi_processing" or runner not in _LOCAL_RUNNERS:
+  if running_mode != "multi_processing" or runner not in LOCAL_RUNNERS:
     return {}
   cores = cores or os.cpu_count() or 1
   workers = num_workers or cores

@@ -30,6 +30,8 @@ import tempfile
 import threading
 import time
 
+from changesweep.pipeline import local_workers
+
 # Set to 0 to start workers the way Beam does.
 ENABLE_ENV = "CHANGESWEEP_WARM_WORKERS"
 CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "warm_client.py")
@@ -37,23 +39,33 @@ CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "warm_client.p
 PRELOAD = ("apache_beam.runners.worker.sdk_worker_main", "tensorflow", "tensorflow_transform",
            "tensorflow_transform.beam", "changesweep.pipeline.sweep",
            "skimage.registration", "skimage.filters")
-_LOCAL_RUNNERS = (None, "", "DirectRunner", "SwitchingDirectRunner", "FnApiRunner")
 _POOL: list[WarmPool | None] = [None]
+
+
+def _local_processes(argv: list[str]) -> tuple[str | None, int]:
+  """`(runner, workers)` of a sweep with these arguments: how many worker processes it will
+  ask the local runner for (0: none, it runs in process or elsewhere). Beam itself reports
+  malformed options; here they mean none."""
+  if os.environ.get(ENABLE_ENV, "1") == "0" or "--dry_run" in argv:
+    return None, 0
+  parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+  parser.add_argument("--runner")
+  parser.add_argument("--direct_running_mode")
+  parser.add_argument("--direct_num_workers", type=int, default=1)
+  try:
+    known, _ = parser.parse_known_args(argv)
+  except argparse.ArgumentError:
+    return None, 0
+  if (known.direct_running_mode != "multi_processing"
+      or known.runner not in local_workers.LOCAL_RUNNERS):
+    return known.runner, 0
+  return known.runner, known.direct_num_workers or os.cpu_count() or 1
 
 
 def wanted_workers(argv: list[str]) -> int:
   """How many worker processes a sweep with these arguments will ask the local runner for
   (0: none, it runs in process or elsewhere)."""
-  if os.environ.get(ENABLE_ENV, "1") == "0" or "--dry_run" in argv:
-    return 0
-  parser = argparse.ArgumentParser(add_help=False)
-  parser.add_argument("--runner")
-  parser.add_argument("--direct_running_mode")
-  parser.add_argument("--direct_num_workers", type=int, default=1)
-  known, _ = parser.parse_known_args(argv)
-  if known.direct_running_mode != "multi_processing" or known.runner not in _LOCAL_RUNNERS:
-    return 0
-  return known.direct_num_workers or os.cpu_count() or 1
+  return _local_processes(argv)[1]
 
 
 class WarmPool:
@@ -124,15 +136,10 @@ def start(argv: list[str]) -> WarmPool | None:
   Call before the runner imports TensorFlow: the point is that both import at once. The
   workers get this process's environment and what `local_workers` gives Beam's own workers.
   """
-  n = wanted_workers(argv)
+  runner, n = _local_processes(argv)
   if not n or _POOL[0] is not None:
     return _POOL[0]
-  from changesweep.pipeline import local_workers
-
-  parser = argparse.ArgumentParser(add_help=False)
-  parser.add_argument("--runner")
-  known, _ = parser.parse_known_args(argv)
-  settings = local_workers.worker_settings(known.runner, "multi_processing", n)
+  settings = local_workers.worker_settings(runner, "multi_processing", n)
   env = {**settings, **os.environ}  # the user's values win
   _POOL[0] = WarmPool(n, env)
   return _POOL[0]
@@ -153,7 +160,7 @@ def runner_for(options):
   pool = _POOL[0]
   direct = options.view_as(DirectOptions)
   if (pool is None or direct.direct_running_mode != "multi_processing"
-      or options.view_as(StandardOptions).runner not in _LOCAL_RUNNERS):
+      or options.view_as(StandardOptions).runner not in local_workers.LOCAL_RUNNERS):
     return None
   return _warm_start_runner(pool.command())
 

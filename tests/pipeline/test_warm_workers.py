@@ -35,6 +35,9 @@ def test_only_a_local_multi_process_sweep_starts_waiting_workers(monkeypatch):
                                       "multi_threading"]) == 0
   assert warm_workers.wanted_workers(["--runner", "DataflowRunner"] + TWO_WORKERS) == 0
   assert warm_workers.wanted_workers(["--dry_run"] + TWO_WORKERS) == 0  # loads no model
+  # malformed: Beam says so when it parses them
+  assert warm_workers.wanted_workers(["--direct_num_workers", "two", "--direct_running_mode",
+                                      "multi_processing"]) == 0
   monkeypatch.setenv(warm_workers.ENABLE_ENV, "0")
   assert warm_workers.wanted_workers(TWO_WORKERS) == 0
 
