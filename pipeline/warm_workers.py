@@ -4,10 +4,10 @@ With `--direct_running_mode multi_processing`, Beam's local runner starts its SD
 processes when the first stage runs, after the runner has imported TensorFlow and built the
 graph. Each worker then imports Beam, TensorFlow and tf.Transform before it runs anything:
 about 5.6 s on 2 cores (timed in a 1-pair sweep), while the runner waits. `changesweep sweep`
-therefore starts those processes first (`start`, before the runner's own imports), so both
-import at once, and the runner's workers are started by a small client (`warm_client.py`) that
-hands each one's environment to a waiting process, which then runs Beam's own harness
-(`sdk_worker_main`) exactly as a fresh worker would.
+therefore starts those processes first (`start`, before the runner's own imports; one after
+the other, so one imports beside the runner at a time), and the runner's workers are started
+by a small client (`warm_client.py`) that hands each one's environment to a waiting process,
+which then runs Beam's own harness (`sdk_worker_main`) exactly as a fresh worker would.
 
 Nothing else changes: the same harness, data plane and environment (the client sends the
 variables Beam gave it; the waiting process takes them as its own). When no waiting process is
