@@ -17,27 +17,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench import common  # noqa: E402
+from bench import common, startup  # noqa: E402
 
 VARIANTS = (("keras3", {"TF_USE_LEGACY_KERAS": "0"}), ("legacy", {"TF_USE_LEGACY_KERAS": "1"}))
-
-
-def sweep_once(archive: str, out: str, env: dict[str, str]) -> dict:
-  cmd = [common.PYTHON, "-m", "changesweep.pipeline", "sweep", "--input", archive, "--output",
-         out, "--run_id", "bench"]
-  base = {k: v for k, v in common.ENV.items() if k != "TF_USE_LEGACY_KERAS"}
-  start = time.perf_counter()
-  subprocess.run(cmd, cwd=common.ROOT, env={**base, **env}, check=True, capture_output=True)
-  wall = time.perf_counter() - start
-  with open(os.path.join(out, "run.json")) as f:
-    timings = json.load(f)["timings"]
-  return {"wall_s": round(wall, 2), **timings,
-          "outside_run_s": round(wall - sum(timings.values()), 2)}
 
 
 def run(smoke: bool = False, repeats: int = 4) -> dict:
@@ -49,7 +34,7 @@ def run(smoke: bool = False, repeats: int = 4) -> dict:
     for r in range(repeats):
       for name, env in (VARIANTS if r % 2 == 0 else VARIANTS[::-1]):
         out = os.path.join(tmp, f"out-{name}-{r}")
-        runs[name].append(sweep_once(archive, out, env))
+        runs[name].append(startup.sweep_once(archive, out, None, True, env))
         common.remove(out)
   finally:
     common.remove(tmp)

@@ -93,6 +93,12 @@ def install_in_worker() -> None:
 def _exit_now() -> None:
   if getattr(sys, "last_value", None) is not None:
     return
+  exit_now(0)
+
+
+def exit_now(code: int) -> None:
+  """Ends this worker process with `code` after flushing its logs and streams, without the
+  interpreter's teardown."""
   import logging
 
   logging.shutdown()
@@ -101,4 +107,4 @@ def _exit_now() -> None:
       stream.flush()
     except (OSError, ValueError):
       pass
-  os._exit(0)
+  os._exit(code)

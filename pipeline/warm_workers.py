@@ -253,13 +253,7 @@ def serve(path: str, fd: int) -> None:
       conn.sendall(f"{code}\n".encode())
     except OSError:
       pass
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-      try:
-        stream.flush()
-      except (OSError, ValueError):
-        pass
-    os._exit(code)  # no interpreter teardown (as local_workers does for Beam's own workers)
+    local_workers.exit_now(code)  # no interpreter teardown, as for Beam's own workers
 
 
 if __name__ == "__main__":
