@@ -28,8 +28,13 @@ FAST_EXIT_ENV = "CHANGESWEEP_LOCAL_WORKER_FAST_EXIT"
 TF_THREAD_ENVS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 # Beam's SubprocessSdkWorker sets this for every worker process it starts.
 _WORKER_MARK = "CONTROL_API_SERVICE_DESCRIPTOR"
-# The runners that start Beam's local subprocess workers (None: the default, in-process).
-LOCAL_RUNNERS = (None, "", "DirectRunner", "SwitchingDirectRunner", "FnApiRunner")
+# The local runners (None: the default, in-process FnApiRunner).
+_LOCAL_RUNNERS = (None, "", "DirectRunner", "SwitchingDirectRunner", "FnApiRunner")
+
+
+def starts_worker_processes(runner: str | None, running_mode: str | None) -> bool:
+  """Whether these `--runner` and `--direct_running_mode` start Beam's local worker processes."""
+  return running_mode == "multi_processing" and runner in _LOCAL_RUNNERS
 
 
 def worker_settings(runner: str | None, running_mode: str | None, num_workers: int | None,
@@ -45,7 +50,7 @@ def worker_settings(runner: str | None, running_mode: str | None, num_workers: i
   Returns:
     Variable -> value; empty unless the local runner starts worker processes.
   """
-  if running_mode != "multi_processing" or runner not in LOCAL_RUNNERS:
+  if not starts_worker_processes(runner, running_mode):
     return {}
   cores = cores or os.cpu_count() or 1
   workers = num_workers or cores

@@ -56,8 +56,7 @@ def _local_processes(argv: list[str]) -> tuple[str | None, int]:
     known, _ = parser.parse_known_args(argv)
   except argparse.ArgumentError:
     return None, 0
-  if (known.direct_running_mode != "multi_processing"
-      or known.runner not in local_workers.LOCAL_RUNNERS):
+  if not local_workers.starts_worker_processes(known.runner, known.direct_running_mode):
     return known.runner, 0
   return known.runner, known.direct_num_workers or os.cpu_count() or 1
 
@@ -158,9 +157,9 @@ def runner_for(options):
   from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
   pool = _POOL[0]
-  direct = options.view_as(DirectOptions)
-  if (pool is None or direct.direct_running_mode != "multi_processing"
-      or options.view_as(StandardOptions).runner not in local_workers.LOCAL_RUNNERS):
+  if pool is None or not local_workers.starts_worker_processes(
+      options.view_as(StandardOptions).runner,
+      options.view_as(DirectOptions).direct_running_mode):
     return None
   return _warm_start_runner(pool.command())
 
