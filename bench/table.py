@@ -37,7 +37,8 @@ def _fmt(value, spec: str = "") -> str:
 
 def rows() -> list[tuple[str, str, str, str, str]]:
   """`(figure, measured, must, goal, source)` per row of the streaming issue's table."""
-  o, io, m, s, st = (load(n) for n in ("overhead", "io_bound", "memory", "scaling", "startup"))
+  o, io, m, s, st, fr = (load(n) for n in ("overhead", "io_bound", "memory", "scaling",
+                                             "startup", "flush_race"))
   out = []
   if o:
     out.append(("sweep / bare model throughput, learned model, 12 pairs of 1024^2, 2 workers, "
@@ -69,6 +70,19 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     out.append((f"{big}^2 runs that lost chips with 2 workers",
                 f"{lost} of {len(at_big)}" if recorded else "not recorded", "0 of 3",
                 "0", "memory.json rows `chips_lost`, `pairs_scored`"))
+  if fr:
+    runs = fr["runs"]
+    sent = fr["sources"] * fr["elements_per_source"]
+
+    def losing(name: str) -> str:
+      return (f"{fr['runs_losing'][name]} of {len(runs[name])} runs lost elements "
+              f"({fr['elements_lost'][name]:,} of {sent * len(runs[name]):,})")
+
+    out.append(("the loss's cause, reproduced without the sweep: a 2-worker Flatten of "
+                f"{sent:,} payloads of {fr['payload_bytes']:,} bytes, Beam's timed data-plane "
+                "flush vs the sweep's `untimed_data_plane`",
+                f"{losing('beam_default')}; guarded: {losing('untimed_data_plane')}",
+                "0 lost, guarded", "", "flush_race.json `runs_losing`, `elements_lost`"))
   if s:
     compared = s.get("compared", list(s["slope_s_per_pair"]))
     slopes = [v for k, v in s["slope_s_per_pair"].items()

@@ -11,6 +11,17 @@ not the runner's:
   other, so every local 2-worker sweep ended about 4 s after its last bundle. A worker that ends
   normally now skips that teardown (`install_in_worker`); one that fails keeps Python's own exit.
 
+One defect is Beam's, and it loses data silently (Beam 2.77, `runners/worker/data_plane.py`):
+`TimeBasedBufferingClosableOutputStream` flushes from a timer thread with `callback(get())`
+then `_clear()`, and `write()` does not take its lock, so whatever the writer adds between the
+two is discarded. The local runner sends every worker input through such a stream (its data
+servicer is built with `worker_handlers.DATA_BUFFER_TIME_LIMIT_MS` = 1000 ms), and
+`multi_threading` workers write their outputs through one too. An input that takes the runner
+over a second to write (a Flatten or CoGroupByKey input of hundreds of MB) loses whole chunks:
+20% of 1.5 GB through a Flatten with 2 worker processes (`bench/flush_race.py`). The
+multi-worker chip losses of earlier graphs were this. `untimed_data_plane` sets the limit to 0
+for a run, Beam's own default for SDK workers: streams then flush by size or at close only.
+
 Only the local runner's subprocess workers are touched: the flag travels in the environment the
 runner hands its workers, so Dataflow workers and in-process runs never see it. Setting
 `CHANGESWEEP_LOCAL_WORKER_FAST_EXIT=0` (or TensorFlow's thread variables) before a sweep keeps
@@ -59,8 +70,28 @@ def worker_settings(runner: str | None, running_mode: str | None, num_workers: i
 
 
 @contextlib.contextmanager
+def untimed_data_plane():
+  """While the pipeline runs, the local runner's data-plane streams flush without a timer
+  thread (see the module docstring: Beam's timed flush drops concurrent writes).
+
+  Beam reads `DATA_BUFFER_TIME_LIMIT_MS` when the run builds its data servicer and its
+  in-process gRPC workers, so the setting only needs to hold for the run. Dataflow's workers
+  use Beam's default of 0 already and never read it.
+  """
+  from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+  before = worker_handlers.DATA_BUFFER_TIME_LIMIT_MS
+  worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0
+  try:
+    yield
+  finally:
+    worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = before
+
+
+@contextlib.contextmanager
 def worker_environment(options):
-  """While the pipeline runs, the environment its local worker processes inherit.
+  """While the pipeline runs, the environment its local worker processes inherit, and a data
+  plane that keeps every byte (`untimed_data_plane`).
 
   Beam's subprocess workers copy the runner's `os.environ` when they start, so the settings are
   put there for the run and taken out after it. A TensorFlow thread count the user set is kept.
@@ -73,7 +104,8 @@ def worker_environment(options):
   added = {k: v for k, v in settings.items() if k not in os.environ}
   os.environ.update(added)
   try:
-    yield added
+    with untimed_data_plane():
+      yield added
   finally:
     for name in added:
       os.environ.pop(name, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -76,3 +77,55 @@ def test_the_quick_exit_skips_the_interpreter_teardown_only_when_asked():
           "keep = Finalised()\n")
   assert "teardown ran" not in _worker(code).stdout
   assert "teardown ran" in _worker(code, fast="0").stdout
+
+
+def _runner_stream():
+  """A data-plane stream made the way Beam's local runner makes one for a worker's input."""
+  from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+  server = worker_handlers.GrpcServer(None, None, None)
+  try:
+    return server.data_plane_handler.get_conn_by_worker_id("w").output_stream("bundle", "read")
+  finally:
+    server.close()
+
+
+def test_beams_timed_stream_drops_what_is_written_during_its_flush():
+  """Beam 2.77's defect, kept as a canary: when this fails, Beam has fixed it and
+  `untimed_data_plane` can go (the local runner uses the same class, with a 1000 ms timer).
+
+  Deterministic: the timer thread is held inside its flush, after `get()` and before
+  `_clear()`, while the writer writes; that write is never delivered."""
+  from apache_beam.runners.worker import data_plane
+
+  delivered, in_flush, written = [], threading.Event(), threading.Event()
+
+  def flush_callback(data: bytes) -> None:
+    delivered.append(data)
+    in_flush.set()
+    written.wait(30)
+
+  stream = data_plane.TimeBasedBufferingClosableOutputStream(
+      delivered.append, flush_callback=flush_callback, time_flush_threshold_ms=10)
+  stream.write(b"early ")
+  assert in_flush.wait(30)
+  stream.write(b"late")  # the timer thread has taken its copy and will clear the buffer
+  written.set()
+  stream.close()
+  assert b"".join(delivered) == b"early "
+
+
+def test_a_local_run_sends_worker_inputs_through_streams_without_the_timed_flush():
+  from apache_beam.runners.worker import data_plane
+
+  # Beam's own setting: the runner's input streams flush from a timer thread
+  assert isinstance(_runner_stream(), data_plane.TimeBasedBufferingClosableOutputStream)
+  for mode in ("multi_processing", "multi_threading", "in_memory"):
+    options = PipelineOptions(["--direct_num_workers", "2", "--direct_running_mode", mode])
+    with local_workers.worker_environment(options):
+      stream = _runner_stream()
+      # flushed by size or at close only, as Beam's SDK workers' streams are by default
+      assert isinstance(stream, data_plane.SizeBasedBufferingClosableOutputStream), mode
+      assert not isinstance(stream, data_plane.TimeBasedBufferingClosableOutputStream), mode
+  # the setting holds for the run only
+  assert isinstance(_runner_stream(), data_plane.TimeBasedBufferingClosableOutputStream)
