@@ -15,6 +15,7 @@ import numpy as np
 import rasterio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
@@ -228,6 +229,19 @@ def read_meta(uri: str) -> FileMeta:
   return meta
 
 
+def _plain_bands(bands: tuple) -> bool:
+  """Whether `bands` are distinct band positions of one file (no derived band)."""
+  return (bool(bands) and all(isinstance(b, (int, np.integer)) for b in bands)
+          and len(set(bands)) == len(bands))
+
+
+def _inside(window: Window, src) -> bool:
+  """Whether an integer `window` lies inside `src` (a read then returns exactly its shape)."""
+  return (window.col_off >= 0 and window.row_off >= 0 and window.col_off + window.width <= src.width
+          and window.row_off + window.height <= src.height
+          and all(float(v).is_integer() for v in window.flatten()))
+
+
 class WindowReader:
   """Reads windows of several rasters, keeping recently used files open.
 
@@ -273,6 +287,50 @@ class WindowReader:
       (nodata, alpha or internal mask), not finite, or flagged by the capture's mask band or
       sidecar mask file (values in `mask_values`, or any non-zero value when it is empty).
     """
+    data = None
+    if len(uris) == 1 and _plain_bands(bands):
+      try:
+        src = self._get(uris[0], grid, resampling)
+        if _inside(window, src):
+          data, valid = self._read_bands(src, bands, window, nodata, warped=grid is not None)
+      except Exception:  # noqa: BLE001 - read again band by band: its error names the band
+        data = None
+    if data is None:
+      data, valid = self._read_planes(uris, bands, window, nodata, grid, resampling)
+    if mask_band is not None:
+      with reading(uris[0], f"mask band {mask_band + 1}"):
+        flags = self._get(uris[0], grid).read(mask_band + 1, window=window)
+      valid &= ~is_masked(flags, mask_values)
+    if mask_uri is not None:
+      with reading(mask_uri, "mask"):
+        flags = self._get(mask_uri, grid).read(1, window=window)
+      valid &= ~is_masked(flags, mask_values)
+    return data, valid
+
+  @staticmethod
+  def _read_bands(src, bands: tuple, window: Window, nodata: float | None, warped: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Bands of one open file in one read, written by GDAL straight into `[h, w, C]` (no
+    per-band reads, no interleaving copy); GDAL's masks are read only where a band has one
+    (a warped view always has one: the footprint of the file under it). The same pixels and
+    validity as `_read_planes`."""
+    indexes = [b + 1 for b in bands]
+    h, w = int(window.height), int(window.width)
+    data = np.empty((h, w, len(indexes)), np.float32)
+    src.read(indexes, window=window, out=data.transpose(2, 0, 1))
+    valid = np.ones((h, w), bool)
+    if warped or not all(MaskFlags.all_valid in src.mask_flag_enums[i - 1] for i in indexes):
+      valid &= (src.read_masks(indexes, window=window) > 0).all(axis=0)
+    if np.dtype(src.dtypes[0]).kind == "f":
+      valid &= np.isfinite(data).all(axis=-1)
+    if nodata is not None:
+      valid &= (data != nodata).all(axis=-1)
+    return data, valid
+
+  def _read_planes(self, uris: tuple[str, ...], bands: tuple, window: Window,
+                   nodata: float | None, grid, resampling: str
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Band by band: per-band files and derived bands (NDVI ...)."""
     read: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def plane(band: int) -> tuple[np.ndarray, np.ndarray]:
@@ -294,14 +352,6 @@ class WindowReader:
         data, mask = plane(band)
       valid = mask if valid is None else valid & mask
       planes.append(data)
-    if mask_band is not None:
-      with reading(uris[0], f"mask band {mask_band + 1}"):
-        flags = self._get(uris[0], grid).read(mask_band + 1, window=window)
-      valid &= ~is_masked(flags, mask_values)
-    if mask_uri is not None:
-      with reading(mask_uri, "mask"):
-        flags = self._get(mask_uri, grid).read(1, window=window)
-      valid &= ~is_masked(flags, mask_values)
     return np.stack(planes, axis=-1), valid
 
   def close(self) -> None:
