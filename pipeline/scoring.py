@@ -7,6 +7,8 @@ on the GPU beside the network.
 """
 from __future__ import annotations
 
+import threading
+
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import (KeyedModelHandler, ModelHandler, PredictionResult,
@@ -18,6 +20,12 @@ from changesweep.pipeline.metrics import inc_counter
 from changesweep.transforms import preprocessing
 
 STAGE = "scoring"
+
+# Lazy model loads, one at a time in a process. Beam shares one loaded model between the worker
+# threads of a process (`multi_threading`, Dataflow's threads), and their first calls come at
+# once: two threads loading one SavedModel each replaced the other's copy, and the network
+# then failed with "Called a function referencing variables which have been deleted".
+_LOAD_LOCK = threading.RLock()
 
 
 class SavedModelHandler(ModelHandler):
@@ -100,14 +108,15 @@ class LazySignature:
 
   def function(self):
     """The loaded signature (a concrete function); load outside any `tf.function` trace."""
-    if self._fn is None:
-      import tensorflow as tf
+    with _LOAD_LOCK:
+      if self._fn is None:
+        import tensorflow as tf
 
-      # the loaded object owns the variables: a signature outliving it fails when called
-      # from another tf.function
-      self._loaded = tf.saved_model.load(self._uri)
-      self._fn = self._loaded.signatures[self._signature]
-    return self._fn
+        # the loaded object owns the variables: a signature outliving it fails when called
+        # from another tf.function
+        self._loaded = tf.saved_model.load(self._uri)
+        self._fn = self._loaded.signatures[self._signature]
+      return self._fn
 
   def __call__(self, **inputs):
     return self.function()(**inputs)
@@ -129,21 +138,25 @@ class ChangeModel:
 
   def _with_transform(self):
     """One graph: the transform_fn's normalisation, then the network (loaded at first use)."""
-    if self._normalized_call is None:
-      import tensorflow as tf
+    with _LOAD_LOCK:
+      if self._normalized_call is None:
+        self._normalized_call = self._build_call()
+      return self._normalized_call
 
-      normalise = preprocessing.load_normalizer(self._transform_dir)
-      fn = self._fn.function()
-      size, bands = normalise.chip_size, normalise.num_bands
-      chips = tf.TensorSpec([None, size, size, bands], tf.float32)
+  def _build_call(self):
+    import tensorflow as tf
 
-      @tf.function(input_signature=[chips, chips, tf.TensorSpec([None, size, size], tf.float32)])
-      def call(before, after, valid):
-        before_n, after_n = normalise(before, after, valid)
-        return fn(before=before_n, after=after_n)[OUTPUT_KEY]
+    normalise = preprocessing.load_normalizer(self._transform_dir)
+    fn = self._fn.function()
+    size, bands = normalise.chip_size, normalise.num_bands
+    chips = tf.TensorSpec([None, size, size, bands], tf.float32)
 
-      self._normalized_call = call
-    return self._normalized_call
+    @tf.function(input_signature=[chips, chips, tf.TensorSpec([None, size, size], tf.float32)])
+    def call(before, after, valid):
+      before_n, after_n = normalise(before, after, valid)
+      return fn(before=before_n, after=after_n)[OUTPUT_KEY]
+
+    return call
 
   def score(self, before: np.ndarray, after: np.ndarray,
             valid: np.ndarray | None = None) -> np.ndarray:

@@ -153,3 +153,50 @@ def test_statistics_side_input_replaces_the_models_transform_fn(tiny_model, shif
     assert_that(out, equal_to([int(np.round(expected * PROB_SCALE).mean().round())]),
                 label="scores")
     assert_that(dlq.failed_inferences, equal_to([]), label="no failures")
+
+
+class ScaledMeanDiff(tf.Module):
+  """MeanDiff with its scale in a variable, as a trained network holds its weights."""
+
+  def __init__(self):
+    super().__init__()
+    self.scale = tf.Variable(4.0)
+
+  def __call__(self, before, after):
+    return tf.sigmoid(self.scale * tf.reduce_mean(after - before, axis=-1))
+
+
+def test_threads_sharing_one_model_all_score(tiny_model, tmp_path):
+  """`--direct_running_mode multi_threading`: the worker threads of a process share one model
+  (Beam's shared handle), and its first calls come at once. Loading it twice dropped the first
+  copy's variables under the other thread ("Called a function referencing variables which
+  have been deleted") and the pairs of those chips became dead letters."""
+  import threading
+
+  info = export_model_dir(str(tmp_path / "scaled"), ScaledMeanDiff(), tiny_model.transform_dir,
+                          {**tiny_model.raw, "model_id": "scaled"})
+  handler = make_model_handler(info.saved_model_dir, batch_size=1,
+                               transform_dir=info.transform_dir)
+  model = handler.load_model()  # nothing is loaded until the first call
+  raw = chip(0.0, 1.0, 1.0)
+  threads = 4
+  start = threading.Barrier(threads)
+  got, errors = [], []
+
+  def score():
+    start.wait()
+    try:
+      for _ in range(3):
+        [(_, result)] = handler.run_inference([("p/0", raw)], model)
+        got.append(result.inference)
+    except Exception as e:  # noqa: BLE001 - the test reports any failure below
+      errors.append(e)
+
+  workers = [threading.Thread(target=score) for _ in range(threads)]
+  for t in workers:
+    t.start()
+  for t in workers:
+    t.join(120)
+  assert not errors, errors[0]
+  assert len(got) == 3 * threads
+  assert all(np.array_equal(g, got[0]) for g in got)
