@@ -37,8 +37,9 @@ def _fmt(value, spec: str = "") -> str:
 
 def rows() -> list[tuple[str, str, str, str, str]]:
   """`(figure, measured, must, goal, source)` per row of the streaming issue's table."""
-  o, io, m, s, st, fr = (load(n) for n in ("overhead", "io_bound", "memory", "scaling",
-                                             "startup", "flush_race"))
+  o, io, m, s, st, fr, fl, rm = (load(n) for n in (
+      "overhead", "io_bound", "memory", "scaling", "startup", "flush_race", "floor",
+      "running_modes"))
   out = []
   if o:
     out.append(("sweep / bare model throughput, learned model, 12 pairs of 1024^2, 2 workers, "
@@ -49,8 +50,8 @@ def rows() -> list[tuple[str, str, str, str, str]]:
                 "overhead.json `ratio_whole_run`"))
   if io:
     out.append(("CVA sweep / plain rasterio+numpy script, 24 pairs of 1024^2, at the margin "
-                "(whole run)", f"{_fmt(io.get('ratio_marginal'), '.1f')}x "
-                f"({_fmt(io.get('ratio_whole_run'), '.1f')}x)", "2.0x (4x)", "1.3x (2x)",
+                "(whole run)", f"{_fmt(io.get('ratio_marginal'), '.2f')}x "
+                f"({_fmt(io.get('ratio_whole_run'), '.2f')}x)", "2.0x (4x)", "1.3x (2x)",
                 "io_bound.json `ratio_marginal`, `ratio_whole_run`"))
   if m:
     big = max(r["scene_px"] for r in m["rows"])
@@ -75,13 +76,16 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     sent = fr["sources"] * fr["elements_per_source"]
 
     def losing(name: str) -> str:
+      each = ", ".join(f"{r['lost']:,}" for r in runs[name])
       return (f"{fr['runs_losing'][name]} of {len(runs[name])} runs lost elements "
-              f"({fr['elements_lost'][name]:,} of {sent * len(runs[name]):,})")
+              f"({each} of {sent:,})")
 
     out.append(("the loss's cause, reproduced without the sweep: a 2-worker Flatten of "
                 f"{sent:,} payloads of {fr['payload_bytes']:,} bytes, Beam's timed data-plane "
                 "flush vs the sweep's `untimed_data_plane`",
-                f"{losing('beam_default')}; guarded: {losing('untimed_data_plane')}",
+                f"{losing('beam_default')}; guarded: {losing('untimed_data_plane')}; the "
+                f"class alone, 1 ms timer: {fr['class_level']['lost_fraction']:.0%} of "
+                f"{fr['class_level']['written_bytes'] / 1e6:.0f} MB lost",
                 "0 lost, guarded", "", "flush_race.json `runs_losing`, `elements_lost`"))
   if s:
     compared = s.get("compared", list(s["slope_s_per_pair"]))
@@ -100,6 +104,25 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     out.append(("start-up of a local sweep (1 pair, default model, report included; "
                 f"`import tensorflow` alone: {st['import_tensorflow_s']} s)",
                 f"{st['headline_s']:.1f} s", "8 s", "5 s", "startup.json `headline_s`"))
+  if fl:
+    md = fl["median_s"]
+    out.append(("the floor under that start-up: fresh processes, `import tensorflow` / the "
+                "imports of a scoring sweep / those and one RunInference step scoring one chip "
+                "with the default model / the 1-pair sweep without and with its report",
+                f"{md['import_tensorflow']} / {md['imports']} / {md['one_step_pipeline']} / "
+                f"{md['sweep']} / {md['sweep_report']} s", "", "",
+                "floor.json `median_s`"))
+  if rm:
+    def modes(name: str) -> str:
+      a = rm["archives"][name]
+      return ", ".join(f"{m} {a[m]['wall_s']} s" for m in ("in_memory", "multi_threading",
+                                                            "multi_processing"))
+    out.append(("local running modes, 1 pair and 12 pairs of 1024^2 (learned model, maps on), "
+                "median wall time",
+                f"1 pair: {modes('small')}; 12 pairs: {modes('big')}; "
+                f"{rm['pairs_scored']} of {rm['pairs_planned']} pairs scored, "
+                f"{rm['chips_lost']} chips lost", "", "",
+                "running_modes.json `archives`, `pairs_scored`, `chips_lost`"))
   return out
 
 
