@@ -17,8 +17,8 @@ then `_clear()`, and `write()` does not take its lock, so whatever the writer ad
 two is discarded. The local runner sends every worker input through such a stream (its data
 servicer is built with `worker_handlers.DATA_BUFFER_TIME_LIMIT_MS` = 1000 ms), and
 `multi_threading` workers write their outputs through one too. An input that takes the runner
-over a second to write (a Flatten or CoGroupByKey input of hundreds of MB) loses whole chunks:
-20% of 1.5 GB through a Flatten with 2 worker processes (`bench/flush_race.py`). The
+over a second to write (a Flatten or CoGroupByKey input of hundreds of MB) loses whole chunks
+(`bench/flush_race.py` reproduces it with a Flatten and 2 worker processes). The
 multi-worker chip losses of earlier graphs were this. `untimed_data_plane` sets the limit to 0
 for a run, Beam's own default for SDK workers: streams then flush by size or at close only.
 

@@ -237,7 +237,8 @@ def _plain_bands(bands: tuple) -> bool:
 
 def _inside(window: Window, src) -> bool:
   """Whether an integer `window` lies inside `src` (a read then returns exactly its shape)."""
-  return (window.col_off >= 0 and window.row_off >= 0 and window.col_off + window.width <= src.width
+  return (window.col_off >= 0 and window.row_off >= 0
+          and window.col_off + window.width <= src.width
           and window.row_off + window.height <= src.height
           and all(float(v).is_integer() for v in window.flatten()))
 
