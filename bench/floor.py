@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -38,41 +39,39 @@ DEFAULT_MODEL = os.path.join(common.SHIPPED, "changesweep-ensemble-s2-v1")
 
 _IMPORTS = "import tensorflow, apache_beam, tensorflow_transform.beam"
 
-# One RunInference step on the in-process runner, scoring one zero chip with the default model.
-_ONE_STEP = _IMPORTS + r"""
+# The default model's metadata (argv[1]) and one chip of its shape, for both scripts below.
+_CHIP = r"""
 import sys
 import numpy as np
-import apache_beam as beam
-from apache_beam.ml.inference.base import RunInference
 from changesweep.model.model_dir import read_model_info
 from changesweep.pipeline import anyband
 
 info = read_model_info(sys.argv[1])
 k, s = info.max_bands, info.chip_size
-chip = anyband.AnyBandChip(np.zeros((s, s, k), np.float32), np.zeros((s, s, k), np.float32),
-                           np.ones((s, s), np.float32), np.zeros(k, np.float32),
-                           np.zeros(k, np.float32), np.ones(k, np.float32),
-                           np.zeros(k, np.float32), np.ones(k, np.float32))
-with beam.Pipeline() as p:
-  _ = (p | beam.Create([("chip", chip)])
-       | RunInference(anyband.make_anyband_handler(info.saved_model_dir, 8)))
-"""
-
-# The bare model's rate on the default model: batches of 8 zero chips, after a warm-up batch.
-_BARE = r"""
-import json, sys, time
-import numpy as np
-from changesweep.model.model_dir import read_model_info
-from changesweep.pipeline import anyband
-
-info = read_model_info(sys.argv[1])
-k, s, n = info.max_bands, info.chip_size, int(sys.argv[2])
 rng = np.random.default_rng(0)
 chip = anyband.AnyBandChip(rng.normal(0, 1, (s, s, k)).astype(np.float32),
                            rng.normal(0, 1, (s, s, k)).astype(np.float32),
                            np.ones((s, s), np.float32), np.arange(k, dtype=np.float32),
                            np.zeros(k, np.float32), np.ones(k, np.float32),
                            np.zeros(k, np.float32), np.ones(k, np.float32))
+"""
+
+# One RunInference step on the in-process runner, scoring that chip with the default model.
+_ONE_STEP = _IMPORTS + _CHIP + r"""
+import apache_beam as beam
+from apache_beam.ml.inference.base import RunInference
+
+with beam.Pipeline() as p:
+  _ = (p | beam.Create([("chip", chip)])
+       | RunInference(anyband.make_anyband_handler(info.saved_model_dir, 8)))
+"""
+
+# The bare model's rate on the default model: batches of 8 chips (argv[2] chips in all), after
+# a warm-up batch.
+_BARE = _CHIP + r"""
+import json, time
+
+n = int(sys.argv[2])
 model = anyband.AnyBandModel(info.saved_model_dir)
 batch = [chip] * 8
 anyband.infer_anyband(model, batch)
@@ -94,6 +93,7 @@ def run(smoke: bool = False, runs: int = 3, chips: int = 0) -> dict:
       "one_step_pipeline": [py, "-c", _ONE_STEP, DEFAULT_MODEL],
   }
   walls: dict[str, list[float]] = {name: [] for name in [*commands, "sweep", "sweep_report"]}
+  pairs_scored = chips_lost = 0
   try:
     archive = common.write_archive(os.path.join(tmp, "archive"), 1, 256)
     for i in range(runs):
@@ -105,11 +105,11 @@ def run(smoke: bool = False, runs: int = 3, chips: int = 0) -> dict:
         if row["pairs_scored"] != 1:
           raise RuntimeError(f"the 1-pair sweep scored {row['pairs_scored']} pairs")
         walls["sweep_report" if report else "sweep"].append(row["wall_s"])
+        pairs_scored += row["pairs_scored"]
+        chips_lost += row["chips_lost"]
         common.remove(out)
     bare = None
     if chips:
-      import subprocess
-
       proc = subprocess.run([py, "-c", _BARE, DEFAULT_MODEL, str(chips)], env=common.ENV,
                             cwd=common.ROOT, capture_output=True, text=True, check=True)
       bare = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -118,13 +118,14 @@ def run(smoke: bool = False, runs: int = 3, chips: int = 0) -> dict:
     common.remove(tmp)
   medians = {name: round(statistics.median(w), 2) for name, w in walls.items()}
   floor = medians["one_step_pipeline"]
-  return {"benchmark": "floor", "smoke": smoke, "runs": runs, "model": DEFAULT_MODEL,
+  return {"benchmark": "floor", "smoke": smoke, "runs": runs,
+          "model": os.path.relpath(DEFAULT_MODEL, common.ROOT),
           "walls_s": walls, "median_s": medians,
           "sweep_above_floor_s": round(medians["sweep_report"] - floor, 2),
           "startup_target_s": TARGET_S, "floor_below_target": floor < TARGET_S,
           "bare_model": bare,
-          # the fields every bench JSON carries
-          "pairs_scored": runs * 2, "chips_lost": 0}
+          # the fields every bench JSON carries: the sweeps'
+          "pairs_scored": pairs_scored, "chips_lost": chips_lost}
 
 
 def main(argv=None) -> int:

@@ -15,8 +15,9 @@ in and out with Beam's default and with `changesweep.pipeline.local_workers.unti
 (the sweep's guard), alternated, `--runs` times each. The defaults, 2 x 10,000 payloads of
 50,000 bytes (1 GB through the Flatten), take the runner several timer periods to write, so a
 flush lands during the writes in every run; the old sweep's case, the 2,116 chip scores of one
-10980^2 pair at 131,072 bytes each (`--elements 2116 --payload 131072`), is written in under
-two periods and lost nothing in 6 runs here, as the old graph lost in 1 of 10.
+10980^2 pair at 131,072 bytes each (`--elements 2116 --payload 131072`), is a quarter of that,
+so a flush lands during its writes less often (the old graph lost chips in 1 of 10 runs,
+`results/loss_old_graph_rerun.json`).
 
     python bench/flush_race.py              # 3 runs each, about 3 minutes
     python bench/flush_race.py --smoke      # one small run each (may lose nothing: too small)
